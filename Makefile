@@ -1,0 +1,24 @@
+# The README's test command is `make test`: it needs only Go (and, for the
+# steps that use them, installs what it needs itself).
+GO ?= go
+
+.PHONY: test check fmt vet unit build clean
+
+test: check unit
+
+check: fmt vet
+
+fmt:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+build:
+	$(GO) build -o bin/shoal ./cmd/shoal
+
+clean:
+	rm -rf bin

@@ -1,0 +1,7 @@
+// Package bus owns shoal's NATS side: the connection and its reconnects,
+// subject and header names, the embedded server with JetStream, and the life
+// records shards publish.
+//
+// Every name that crosses the bus is defined once, in subjects.go, and
+// documented for services written in other languages in docs/bus.md.
+package bus

@@ -1,0 +1,44 @@
+package bus
+
+import "time"
+
+// Life record states.
+const (
+	LifeUp        = "up"
+	LifeHeartbeat = "heartbeat"
+	LifeDown      = "down"
+)
+
+// MissedBeats is how many heartbeat intervals may pass without a record
+// before a shard is considered gone.
+const MissedBeats = 3
+
+// Life is the JSON record a shard publishes on Subjects.Life: "up" at start,
+// "heartbeat" every interval, "down" when it drains.
+type Life struct {
+	Shard      string     `json:"shard"`
+	PID        int        `json:"pid"`
+	State      string     `json:"state"`
+	Time       time.Time  `json:"time"`
+	IntervalMS int64      `json:"interval_ms"`
+	Addr       string     `json:"addr,omitempty"`
+	Stats      ShardStats `json:"stats"`
+}
+
+// ShardStats are a shard's counters since it started. Counters only grow;
+// Conns and Rooms are current values.
+type ShardStats struct {
+	Conns       int64             `json:"conns"`
+	Rooms       int64             `json:"rooms"`
+	Upgrades    uint64            `json:"upgrades"`
+	Rejected    map[string]uint64 `json:"rejected,omitempty"` // handshake rejections by reason
+	FramesIn    uint64            `json:"frames_in"`
+	FramesOut   uint64            `json:"frames_out"`
+	BytesIn     uint64            `json:"bytes_in"`
+	BytesOut    uint64            `json:"bytes_out"`
+	MessagesIn  uint64            `json:"messages_in"`
+	MessagesOut uint64            `json:"messages_out"`
+	Closes      map[string]uint64 `json:"closes,omitempty"` // by close code, as a decimal string
+	BusErrors   uint64            `json:"bus_errors"`
+	BusDropped  uint64            `json:"bus_dropped"`
+}
