@@ -19,10 +19,10 @@ import (
 // process's open files). Whoever registered a descriptor must Del it before
 // closing it.
 type Poller struct {
-	ep     *netpoll.Epoll
-	log    *slog.Logger
-	n      atomic.Int64
-	once   sync.Once
+	ep   *netpoll.Epoll
+	log  *slog.Logger
+	n    atomic.Int64
+	once sync.Once
 }
 
 // NewPoller creates an epoll instance and starts its wait goroutine.
