@@ -1,0 +1,368 @@
+package acceptor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/shoal-gw/shoal/netpoll"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultMaxHeaderBytes   = 8 << 10
+	DefaultMaxConnsPerIP    = 4096
+	DefaultMaxHTTPConns     = 1024
+)
+
+// acceptBatch bounds the connections taken per readiness event, so that a
+// connect storm does not keep the poller goroutine from other sockets.
+const acceptBatch = 256
+
+// acceptPause is how long accepting stops after the process ran out of file
+// descriptors or memory: the listener stays readable, so accepting again at
+// once would spin.
+const acceptPause = 100 * time.Millisecond
+
+// Config configures an Acceptor. Poller, Pool, Wheel, Services and Upgraded
+// are required; every other zero value means its default.
+type Config struct {
+	// Poller delivers readiness for the listener and for connections still
+	// in their handshake.
+	Poller *netpoll.Poller
+	// Pool runs handshakes; the poller goroutine never reads a socket.
+	Pool *netpoll.Pool
+	// Wheel holds the handshake deadlines.
+	Wheel *netpoll.Wheel
+
+	// HandshakeTimeout bounds the time from accept to a complete request
+	// head (default 5s). It also bounds reading a plain HTTP request head.
+	HandshakeTimeout time.Duration
+	// MaxHeaderBytes bounds the request head (default 8 KiB); a longer one
+	// is refused with 431.
+	MaxHeaderBytes int
+	// MaxConnsPerIP bounds the connections one client address holds on this
+	// acceptor, handshakes included (default 4096; negative: no limit).
+	MaxConnsPerIP int
+	// MaxHTTPConns bounds concurrent plain HTTP connections (default 1024).
+	MaxHTTPConns int
+
+	// Services reports whether /ws/<name> names a service; others get 404.
+	Services func(name string) bool
+	// AllowedOrigins lists the browser origins ("https://chat.example.com")
+	// that may connect besides the gateway's own host; "*" allows any. A
+	// request without an Origin header (not from a browser) is allowed.
+	AllowedOrigins []string
+	// Authenticate, when set, checks each WebSocket request and names its
+	// user. An error refuses the handshake with 401, or with the status of
+	// a *RejectError.
+	Authenticate func(*Request) (user string, err error)
+	// HTTP serves every request that is not for /ws/; nil answers 404.
+	HTTP http.Handler
+
+	// Upgraded receives each upgraded connection, on a pool goroutine. It
+	// takes ownership of the fd and of its per-address slot, which it gives
+	// back with [Acceptor.Release] when the connection ends. The Upgraded
+	// value and its Rest slice are valid only until the call returns.
+	Upgraded func(*Upgraded)
+	// Rejected, when set, is told the reason of every refused handshake,
+	// for metrics. It must be cheap and safe for concurrent use.
+	Rejected func(reason string)
+
+	Logger *slog.Logger
+}
+
+// Upgraded is a connection that completed the WebSocket handshake.
+type Upgraded struct {
+	Fd      int
+	Remote  netip.AddrPort
+	Service string
+	// URI is the request target: path and query.
+	URI string
+	// User is the user named by Config.Authenticate, if any.
+	User string
+	// Protocol is the negotiated subprotocol, if any.
+	Protocol string
+	// Rest holds bytes the client sent after the request head (frames it
+	// did not wait to send); they come before anything still in the socket.
+	Rest []byte
+}
+
+// Request is what Config.Authenticate sees of a WebSocket handshake.
+type Request struct {
+	Service       string
+	URI           string
+	Remote        netip.AddrPort
+	Host          string
+	Origin        string
+	Authorization string
+	Cookie        string
+}
+
+// Acceptor accepts connections on one Listener and runs their handshakes.
+type Acceptor struct {
+	cfg    Config
+	ln     *Listener
+	log    *slog.Logger
+	ips    ipLimit
+	http   *httpHandoff
+	bufs   sync.Pool // *[]byte of MaxHeaderBytes
+	pauses *time.Timer
+
+	mu        sync.Mutex
+	pending   map[*pending]struct{}
+	accepting bool
+	draining  bool
+	closed    bool
+}
+
+// New prepares an Acceptor for ln; Start begins accepting.
+func New(ln *Listener, cfg Config) (*Acceptor, error) {
+	switch {
+	case cfg.Poller == nil, cfg.Pool == nil, cfg.Wheel == nil:
+		return nil, fmt.Errorf("%w: Poller, Pool and Wheel are required", ErrConfig)
+	case cfg.Services == nil, cfg.Upgraded == nil:
+		return nil, fmt.Errorf("%w: Services and Upgraded are required", ErrConfig)
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if cfg.MaxHTTPConns <= 0 {
+		cfg.MaxHTTPConns = DefaultMaxHTTPConns
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &Acceptor{
+		cfg:     cfg,
+		ln:      ln,
+		log:     cfg.Logger,
+		ips:     ipLimit{max: cfg.MaxConnsPerIP, n: make(map[netip.Addr]int32)},
+		pending: make(map[*pending]struct{}),
+	}
+	a.http = newHTTPHandoff(cfg.HTTP, cfg.HandshakeTimeout, cfg.MaxHeaderBytes, cfg.MaxHTTPConns, ln.Addr(), cfg.Logger)
+	size := cfg.MaxHeaderBytes
+	a.bufs.New = func() any {
+		b := make([]byte, size)
+		return &b
+	}
+	return a, nil
+}
+
+// Start registers the listener with the poller.
+func (a *Acceptor) Start() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed || a.draining {
+		return ErrClosed
+	}
+	if err := a.cfg.Poller.Add(a.ln.Fd(), netpoll.Read, a.onListenerEvent); err != nil {
+		return fmt.Errorf("acceptor: register listener: %w", err)
+	}
+	a.accepting = true
+	return nil
+}
+
+// Addr is the listener's address.
+func (a *Acceptor) Addr() netip.AddrPort { return a.ln.Addr() }
+
+// Release gives back the per-address slot of a connection handed over by
+// Config.Upgraded, once that connection is closed.
+func (a *Acceptor) Release(remote netip.AddrPort) { a.ips.release(remote.Addr()) }
+
+// Pending reports the connections still in their handshake.
+func (a *Acceptor) Pending() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.pending)
+}
+
+// StopAccepting closes the listener. Handshakes under way are refused with
+// 503 when their request arrives; plain HTTP connections finish their
+// current request. It is the first step of a drain; safe to call twice.
+func (a *Acceptor) StopAccepting() {
+	a.mu.Lock()
+	if a.draining {
+		a.mu.Unlock()
+		return
+	}
+	a.draining = true
+	wasAccepting := a.accepting
+	a.accepting = false
+	if a.pauses != nil {
+		a.pauses.Stop()
+	}
+	a.mu.Unlock()
+	if wasAccepting {
+		_ = a.cfg.Poller.Del(a.ln.Fd())
+	}
+	_ = a.ln.Close()
+	a.http.shutdown()
+}
+
+// Close stops accepting, aborts every handshake under way and closes the
+// plain HTTP connections. Safe to call twice.
+func (a *Acceptor) Close() {
+	a.StopAccepting()
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return
+	}
+	a.closed = true
+	list := make([]*pending, 0, len(a.pending))
+	for p := range a.pending {
+		list = append(list, p)
+	}
+	a.mu.Unlock()
+	for _, p := range list {
+		p.mu.Lock()
+		if !p.done {
+			p.finish()
+			a.closeFd(p.fd, p.remote)
+		}
+		p.mu.Unlock()
+	}
+	a.http.close()
+}
+
+// onListenerEvent runs on the poller goroutine. Accepting is cheap (one
+// syscall and a registration per connection) so it is done here instead of
+// bouncing through the pool.
+func (a *Acceptor) onListenerEvent(ev netpoll.Event) {
+	if ev&netpoll.Closed != 0 {
+		return
+	}
+	for i := 0; i < acceptBatch; i++ {
+		fd, remote, err := a.ln.Accept()
+		if errors.Is(err, ErrWouldBlock) {
+			return
+		}
+		if err != nil {
+			a.acceptFailed(err)
+			return
+		}
+		a.admit(fd, remote)
+	}
+}
+
+func (a *Acceptor) acceptFailed(err error) {
+	if !errors.Is(err, unix.EMFILE) && !errors.Is(err, unix.ENFILE) &&
+		!errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.ENOMEM) {
+		a.log.Warn("accept failed", "err", err)
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.accepting {
+		return
+	}
+	a.log.Warn("accept paused: out of resources", "err", err, "pause", acceptPause)
+	a.reject("resources")
+	// Disarm the listener instead of spinning on a readable socket whose
+	// connections cannot be taken.
+	if e := a.cfg.Poller.Mod(a.ln.Fd(), 0); e != nil {
+		return
+	}
+	a.pauses = time.AfterFunc(acceptPause, func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.accepting {
+			_ = a.cfg.Poller.Mod(a.ln.Fd(), netpoll.Read)
+		}
+	})
+}
+
+func (a *Acceptor) admit(fd int, remote netip.AddrPort) {
+	if !a.ips.acquire(remote.Addr()) {
+		a.reject("per_ip_limit")
+		writeFull(fd, statusResponse(http.StatusTooManyRequests, "too many connections from this address"))
+		unix.Close(fd)
+		return
+	}
+	p := &pending{a: a, fd: fd, remote: remote}
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		a.closeFd(fd, remote)
+		return
+	}
+	a.pending[p] = struct{}{}
+	a.mu.Unlock()
+	// The lock orders registration against the deadline: Expire cannot
+	// close the fd before Add has returned.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a.cfg.Wheel.Schedule(&p.timer, a.cfg.HandshakeTimeout, p)
+	if err := a.cfg.Poller.Add(fd, netpoll.Read|netpoll.OneShot, p.onEvent); err != nil {
+		a.log.Warn("register connection", "err", err)
+		p.done = true
+		a.cfg.Wheel.Cancel(&p.timer)
+		a.forget(p)
+		a.closeFd(fd, remote)
+	}
+}
+
+// closeFd closes a connection the acceptor still owns and frees its slot.
+func (a *Acceptor) closeFd(fd int, remote netip.AddrPort) {
+	unix.Close(fd)
+	a.ips.release(remote.Addr())
+}
+
+func (a *Acceptor) forget(p *pending) {
+	a.mu.Lock()
+	delete(a.pending, p)
+	a.mu.Unlock()
+}
+
+func (a *Acceptor) reject(reason string) {
+	if a.cfg.Rejected != nil {
+		a.cfg.Rejected(reason)
+	}
+}
+
+func (a *Acceptor) isDraining() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.draining
+}
+
+// ipLimit counts connections per client address.
+type ipLimit struct {
+	mu  sync.Mutex
+	max int
+	n   map[netip.Addr]int32
+}
+
+func (l *ipLimit) acquire(ip netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.max > 0 && int(l.n[ip]) >= l.max {
+		return false
+	}
+	l.n[ip]++
+	return true
+}
+
+func (l *ipLimit) release(ip netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := l.n[ip]; n > 1 {
+		l.n[ip] = n - 1
+	} else {
+		delete(l.n, ip)
+	}
+}

@@ -1,0 +1,373 @@
+package acceptor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/shoal-gw/shoal/netpoll"
+)
+
+// pending is a connection between accept and the end of its request head.
+// Its lock is held by whoever acts on it (the read task or the deadline),
+// so the fd is never closed while another goroutine reads it.
+type pending struct {
+	a      *Acceptor
+	fd     int
+	remote netip.AddrPort
+	timer  netpoll.Timer
+
+	mu      sync.Mutex
+	done    bool
+	partial []byte // head bytes of earlier reads; nil until a head is split
+}
+
+// onEvent runs on the poller goroutine: the read itself happens on the pool.
+func (p *pending) onEvent(ev netpoll.Event) {
+	if ev&netpoll.Closed != 0 {
+		return
+	}
+	if err := p.a.cfg.Pool.Schedule(p); err != nil {
+		p.mu.Lock()
+		if !p.done {
+			p.finish()
+			p.a.closeFd(p.fd, p.remote)
+		}
+		p.mu.Unlock()
+	}
+}
+
+// Expire is the handshake deadline.
+func (p *pending) Expire(int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		return
+	}
+	p.finish()
+	p.a.reject("timeout")
+	writeFull(p.fd, statusResponse(http.StatusRequestTimeout, "request head not received in time"))
+	p.a.closeFd(p.fd, p.remote)
+}
+
+// finish takes p out of the poller, the wheel and the acceptor's set; the
+// caller then owns the fd. p.mu is held.
+func (p *pending) finish() {
+	p.done = true
+	p.partial = nil
+	p.a.cfg.Wheel.Cancel(&p.timer)
+	_ = p.a.cfg.Poller.Del(p.fd)
+	p.a.forget(p)
+}
+
+// Run reads what the socket holds and, once the head is complete, serves it.
+func (p *pending) Run() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		return
+	}
+	a := p.a
+	bp := a.bufs.Get().(*[]byte)
+	defer a.bufs.Put(bp)
+	b := *bp
+	n := copy(b, p.partial)
+	eof := false
+	for n < len(b) {
+		m, err := unix.Read(p.fd, b[n:])
+		if m > 0 {
+			n += m
+			continue
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if !errors.Is(err, unix.EAGAIN) {
+			eof = true
+		}
+		break
+	}
+	end := headEnd(b[:n])
+	if end < 0 {
+		switch {
+		case eof:
+			p.finish()
+			a.reject("eof")
+			a.closeFd(p.fd, p.remote)
+		case n == len(b):
+			p.finish()
+			a.reject("head_too_large")
+			writeFull(p.fd, statusResponse(http.StatusRequestHeaderFieldsTooLarge, "request head too large"))
+			a.closeFd(p.fd, p.remote)
+		default:
+			// A head split over several segments: keep what came, exactly
+			// sized, until the rest arrives or the deadline passes.
+			p.partial = append([]byte(nil), b[:n]...)
+			if err := a.cfg.Poller.Mod(p.fd, netpoll.Read|netpoll.OneShot); err != nil {
+				p.finish()
+				a.closeFd(p.fd, p.remote)
+			}
+		}
+		return
+	}
+	p.finish()
+	a.serve(p.fd, p.remote, b[:end], b[end:n])
+}
+
+// serve routes a complete request head. It owns fd.
+func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
+	rl, ok := parseRequestLine(head)
+	if !ok {
+		a.refuse(fd, remote, http.StatusBadRequest, "bad_request", "malformed request line")
+		return
+	}
+	service, isWS := servicePath(rl.target)
+	if !isWS {
+		// Everything read so far goes to net/http, head and body alike.
+		data := make([]byte, len(head)+len(rest))
+		copy(data[copy(data, head):], rest)
+		a.ips.release(remote.Addr())
+		if err := a.http.serve(fd, data); err != nil {
+			a.reject("http_busy")
+			writeFull(fd, statusResponse(http.StatusServiceUnavailable, err.Error()))
+			unix.Close(fd)
+		}
+		return
+	}
+	switch {
+	case !wantsWebSocket(head):
+		a.refuse(fd, remote, http.StatusUpgradeRequired, "not_websocket",
+			"this endpoint speaks WebSocket: send a WebSocket handshake")
+		return
+	case a.isDraining():
+		a.refuse(fd, remote, http.StatusServiceUnavailable, "draining", "shutting down, connect again")
+		return
+	}
+	up, err := a.upgrade(fdWriter(fd), remote, service, rl.target, head)
+	if err != nil {
+		// The upgrader has answered the client already.
+		var rej *RejectError
+		reason := "handshake"
+		if errors.As(err, &rej) {
+			reason = rej.Reason
+		}
+		a.reject(reason)
+		a.log.Debug("handshake refused", "remote", remote, "err", err)
+		a.closeFd(fd, remote)
+		return
+	}
+	up.Fd = fd
+	up.Rest = rest
+	a.cfg.Upgraded(up)
+}
+
+// refuse answers a request with an error status and closes it.
+func (a *Acceptor) refuse(fd int, remote netip.AddrPort, status int, reason, msg string) {
+	a.reject(reason)
+	writeFull(fd, statusResponse(status, msg))
+	a.closeFd(fd, remote)
+}
+
+// handshake collects what the upgrader's callbacks see of one request.
+type handshake struct {
+	a   *Acceptor
+	req Request
+	rej *RejectError // set when a callback of ours refused the request
+}
+
+// upgrade runs gobwas/ws's zero-copy Upgrader over the head already read,
+// writing its answer to w (the socket). A refusal comes back as
+// *RejectError; either way the client has its answer.
+func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target string, head []byte) (*Upgraded, error) {
+	h := &handshake{a: a, req: Request{Service: service, URI: target, Remote: remote}}
+	var user string
+	u := ws.Upgrader{
+		ReadBufferSize: a.cfg.MaxHeaderBytes,
+		OnRequest:      h.onRequest,
+		OnHost:         h.onHost,
+		OnHeader:       h.onHeader,
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if err := h.checkOrigin(); err != nil {
+				return nil, err
+			}
+			if a.cfg.Authenticate == nil {
+				return nil, nil
+			}
+			name, err := a.cfg.Authenticate(&h.req)
+			if err != nil {
+				var rej *RejectError
+				if errors.As(err, &rej) {
+					return nil, h.refuse(rej.Status, rej.Reason, rej.Error())
+				}
+				return nil, h.refuse(http.StatusUnauthorized, "auth", err.Error())
+			}
+			user = name
+			return nil, nil
+		},
+	}
+	hc := &headConn{head: head, w: w}
+	hs, err := u.Upgrade(hc)
+	if err != nil {
+		if h.rej != nil {
+			return nil, h.rej
+		}
+		status := http.StatusBadRequest
+		var cre *ws.ConnectionRejectedError
+		if errors.As(err, &cre) && cre.StatusCode() != 0 {
+			status = cre.StatusCode()
+		}
+		if !hc.wrote {
+			// The upgrader answers nothing to a request line it cannot
+			// parse; the client still deserves a status.
+			w.Write(statusResponse(status, err.Error()))
+		}
+		return nil, &RejectError{Status: status, Reason: "handshake", Err: err}
+	}
+	return &Upgraded{
+		Remote:   remote,
+		Service:  service,
+		URI:      target,
+		User:     user,
+		Protocol: hs.Protocol,
+	}, nil
+}
+
+// refuse records why the request is refused and returns the error that
+// makes gobwas/ws answer with status. The upgrader matches its own error
+// type exactly, so ours travels beside it rather than wrapped around it.
+func (h *handshake) refuse(status int, reason, msg string) error {
+	h.rej = &RejectError{Status: status, Reason: reason, Err: errors.New(msg)}
+	return ws.RejectConnectionError(ws.RejectionStatus(status), ws.RejectionReason(msg))
+}
+
+func (h *handshake) onRequest([]byte) error {
+	if h.req.Service == "" || strings.Contains(h.req.Service, "/") || !h.a.cfg.Services(h.req.Service) {
+		return h.refuse(http.StatusNotFound, "unknown_service", fmt.Sprintf("no service %q", h.req.Service))
+	}
+	return nil
+}
+
+func (h *handshake) onHost(host []byte) error {
+	h.req.Host = string(host)
+	return nil
+}
+
+func (h *handshake) onHeader(key, value []byte) error {
+	switch {
+	case strings.EqualFold(string(key), "Origin"):
+		h.req.Origin = string(value)
+	case strings.EqualFold(string(key), "Authorization"):
+		h.req.Authorization = string(value)
+	case strings.EqualFold(string(key), "Cookie"):
+		h.req.Cookie = string(value)
+	}
+	return nil
+}
+
+// checkOrigin lets through requests without Origin (not from a browser),
+// from the gateway's own host, or from an allowed origin; a page elsewhere
+// must not open connections with the user's cookies.
+func (h *handshake) checkOrigin() error {
+	origin := h.req.Origin
+	if origin == "" {
+		return nil
+	}
+	for _, o := range h.a.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return nil
+		}
+	}
+	u, err := url.Parse(origin)
+	if err == nil && u.Host != "" && strings.EqualFold(u.Host, h.req.Host) {
+		return nil
+	}
+	return h.refuse(http.StatusForbidden, "origin", fmt.Sprintf("origin %q not allowed", origin))
+}
+
+// Token returns the credential of a request: the "token" query parameter,
+// or else the bearer token of the Authorization header.
+func (r *Request) Token() string {
+	if i := strings.IndexByte(r.URI, '?'); i >= 0 {
+		if q, err := url.ParseQuery(r.URI[i+1:]); err == nil {
+			if t := q.Get("token"); t != "" {
+				return t
+			}
+		}
+	}
+	if t, ok := strings.CutPrefix(r.Authorization, "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	return ""
+}
+
+// headConn is the io.ReadWriter the upgrader sees: the request head
+// already read, and the socket for the answer.
+type headConn struct {
+	head  []byte
+	w     io.Writer
+	wrote bool
+}
+
+func (c *headConn) Read(p []byte) (int, error) {
+	if len(c.head) == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	n := copy(p, c.head)
+	c.head = c.head[n:]
+	return n, nil
+}
+
+func (c *headConn) Write(p []byte) (int, error) {
+	c.wrote = true
+	return c.w.Write(p)
+}
+
+// fdWriter writes to a non-blocking socket with writeFull.
+type fdWriter int
+
+func (fd fdWriter) Write(p []byte) (int, error) {
+	if err := writeFull(int(fd), p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// writeFull writes p to a non-blocking socket, waiting a bounded time for
+// room. Handshake answers are a few hundred bytes written into an empty
+// send buffer, so the wait is for pathological peers only.
+func writeFull(fd int, p []byte) error {
+	for len(p) > 0 {
+		n, err := unix.Write(fd, p)
+		if n > 0 {
+			p = p[n:]
+			continue
+		}
+		switch {
+		case errors.Is(err, unix.EINTR):
+		case errors.Is(err, unix.EAGAIN):
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+			if k, _ := unix.Poll(fds, 1000); k <= 0 {
+				return fmt.Errorf("acceptor: write: peer does not read")
+			}
+		default:
+			return fmt.Errorf("acceptor: write: %w", err)
+		}
+	}
+	return nil
+}
+
+// statusResponse is a complete plain-text HTTP answer that closes the
+// connection.
+func statusResponse(status int, msg string) []byte {
+	body := msg + "\n"
+	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		status, http.StatusText(status), len(body), body)
+}
