@@ -20,5 +20,6 @@ const (
 	ErrTextNoConn      = "no such connection"
 	ErrTextInvalidRoom = "invalid room"
 	ErrTextBadCommand  = "unknown command"
-	ErrTextBadRequest  = "bad request"
+	ErrTextBadCode     = "invalid close code"
+	ErrTextBusDown     = "bus unavailable"
 )

@@ -1,0 +1,57 @@
+package service_test
+
+import (
+	"sync/atomic"
+	"testing"
+
+	"github.com/shoal-gw/shoal/bus"
+	"github.com/shoal-gw/shoal/service"
+)
+
+// BenchmarkConnSend measures building and publishing one send command; the
+// shard subject has no subscriber, so the server discards it.
+func BenchmarkConnSend(b *testing.B) {
+	nc, _ := testBus(b)
+	s, err := service.New(nc, service.Config{Name: "bench"}, service.Funcs{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := s.Conn("s1.123456")
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, 64)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if err := c.Send(service.Text, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchmarkDispatch(b *testing.B, workers int) {
+	snc, tnc := testBus(b)
+	var handled atomic.Int64
+	runService(b, snc, service.Config{Name: "bench", Workers: workers}, service.Funcs{
+		OnMessage: func(*service.Conn, service.Opcode, []byte) { handled.Add(1) },
+	})
+	data := make([]byte, 64)
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = bus.FormatConnID("s1", uint64(i))
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	n := 0
+	for b.Loop() {
+		event(b, tnc, "bench", bus.EventMessage, ids[n%len(ids)], data)
+		n++
+	}
+	waitFor(b, "all events handled", func() bool { return handled.Load() == int64(n) })
+}
+
+// BenchmarkDispatch measures an event from publish to handler through a real
+// NATS server, spread over 64 connections.
+func BenchmarkDispatch_1Worker(b *testing.B)  { benchmarkDispatch(b, 1) }
+func BenchmarkDispatch_4Workers(b *testing.B) { benchmarkDispatch(b, 4) }
