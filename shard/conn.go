@@ -1,0 +1,369 @@
+package shard
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/shoal-gw/shoal/netpoll"
+	"github.com/shoal-gw/shoal/wire"
+)
+
+type connState uint8
+
+const (
+	// stateOpen: frames flow both ways.
+	stateOpen connState = iota
+	// stateClosing: a close frame is queued or sent; no data goes out any
+	// more, and the connection ends when the peer answers, hangs up, or
+	// the close deadline passes.
+	stateClosing
+	// stateDead: out of the tables; the fd is closed once no goroutine
+	// uses it.
+	stateDead
+)
+
+// afterFlush is what happens once the queue holding a close frame drains.
+type afterFlush uint8
+
+const (
+	afterNothing afterFlush = iota
+	// afterShutdown half-closes the socket: the peer reads our close frame
+	// and then EOF, answers with its own close and hangs up.
+	afterShutdown
+	// afterTerminate ends the connection: we were answering the peer's
+	// close, so the handshake is complete and the server closes first.
+	afterTerminate
+)
+
+// conn is one WebSocket connection. It is the unit of memory that the
+// gateway holds hundreds of thousands of, so every field earns its place:
+// no buffer is kept between reads, and the outbound queue is nil unless the
+// socket is full.
+type conn struct {
+	s      *Shard
+	id     uint64
+	cid    string // "<shard>.<id>", the Shoal-Conn header
+	route  *route
+	remote netip.AddrPort
+
+	// timer drives ping, idle and close deadlines from the shard's wheel.
+	timer netpoll.Timer
+	// lastRead is the wheel clock at the last bytes read.
+	lastRead atomic.Int64
+
+	// rd is used only by the goroutine running the read task; one-shot
+	// readiness guarantees there is at most one.
+	rd wire.Reader
+
+	mu          sync.Mutex
+	fd          int32
+	state       connState
+	fdClosed    bool
+	failed      bool          // the reader hit a protocol error: discard input
+	peerClose   bool          // the peer's close frame arrived
+	flushing    bool          // a goroutine is writing the queue out
+	waitOut     bool          // waiting for write readiness
+	after       afterFlush    // once the queued close frame is out
+	interest    netpoll.Event // armed one-shot interest
+	refs        int16         // goroutines inside a syscall on fd
+	inflight    int8          // queued frames handed to the writev in progress
+	closeCode   ws.StatusCode // reported in the close event
+	closeReason string
+	rateSec     uint32   // rate-limit window (wheel seconds)
+	rateN       uint32   // messages in that window
+	outOff      int32    // bytes of out[0] already written
+	outBytes    int      // bytes queued
+	out         [][]byte // frames waiting for the socket; nil when empty
+	user        string
+	rooms       []*room // rooms joined; guarded by Shard.roomsMu, not mu
+}
+
+// Task views of a conn, so that scheduling one on the pool is a pointer
+// conversion and not an allocation.
+type (
+	readTask  conn
+	flushTask conn
+	endTask   conn
+)
+
+func (t *endTask) Run() { (*conn)(t).terminate() }
+
+// errStopReading ends Feed once the peer's close frame was handled.
+var errStopReading = errors.New("shard: close frame received")
+
+// errRateLimited ends a connection that sends faster than allowed.
+var errRateLimited = errors.New("shard: message rate limit exceeded")
+
+// acquireLocked takes a reference on fd for a syscall made without c.mu.
+func (c *conn) acquireLocked() bool {
+	if c.fdClosed {
+		return false
+	}
+	c.refs++
+	return true
+}
+
+// releaseLocked drops a reference; the last one out of a dead connection
+// closes its fd, so that no syscall ever sees a reused descriptor number.
+func (c *conn) releaseLocked() {
+	c.refs--
+	if c.refs == 0 && c.state == stateDead && !c.fdClosed {
+		c.fdClosed = true
+		unix.Close(int(c.fd))
+	}
+}
+
+// armLocked adds interest and re-arms the one-shot registration.
+func (c *conn) armLocked(ev netpoll.Event) {
+	if c.state == stateDead {
+		return
+	}
+	c.interest |= ev
+	if err := c.s.poller.Mod(int(c.fd), c.interest|netpoll.OneShot); err != nil {
+		c.s.log.Debug("re-arm failed", "conn", c.cid, "err", err)
+		c.scheduleEndLocked()
+	}
+}
+
+// scheduleEndLocked ends the connection from a pool goroutine: the caller
+// may hold room or table locks that terminate needs.
+func (c *conn) scheduleEndLocked() {
+	if c.state == stateDead {
+		return
+	}
+	if c.state == stateOpen {
+		c.state = stateClosing
+		if c.closeCode == 0 {
+			c.closeCode = ws.StatusAbnormalClosure
+		}
+	}
+	if !c.s.pool.TrySchedule((*endTask)(c)) {
+		// The pool is saturated; the close deadline ends it instead.
+		c.s.wheel.Schedule(&c.timer, 0, c)
+	}
+}
+
+// onEvent runs on the poller goroutine. A one-shot event disarms the whole
+// registration, so whatever interest did not fire is armed again here.
+func (c *conn) onEvent(ev netpoll.Event) {
+	if ev&netpoll.Closed != 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.state == stateDead {
+		c.mu.Unlock()
+		return
+	}
+	armed := c.interest
+	c.interest = 0
+	trouble := ev&(netpoll.Hup|netpoll.Err) != 0
+	read := armed&netpoll.Read != 0 && (ev&(netpoll.Read|netpoll.ReadHup) != 0 || trouble)
+	write := armed&netpoll.Write != 0 && (ev&netpoll.Write != 0 || trouble)
+	rest := armed
+	if read {
+		rest &^= netpoll.Read
+	}
+	if write {
+		rest &^= netpoll.Write
+		c.waitOut = false
+		c.flushing = true
+	}
+	if rest != 0 {
+		c.armLocked(rest)
+	}
+	c.mu.Unlock()
+	if read {
+		c.s.schedule((*readTask)(c))
+	}
+	if write {
+		c.s.schedule((*flushTask)(c))
+	}
+}
+
+// Run reads what the socket holds and feeds it to the frame reader.
+func (t *readTask) Run() {
+	c := (*conn)(t)
+	s := c.s
+	c.mu.Lock()
+	if c.state == stateDead || !c.acquireLocked() {
+		c.mu.Unlock()
+		return
+	}
+	discard := c.failed
+	c.mu.Unlock()
+
+	bp := s.readBufs.Get().(*[]byte)
+	buf := *bp
+	var (
+		eof   bool
+		ferr  error
+		bytes int
+	)
+	for range maxReadsPerEvent {
+		n, err := unix.Read(int(c.fd), buf)
+		if n > 0 {
+			bytes += n
+			if !discard {
+				ferr = c.rd.Feed(&s.wireCfg, buf[:n], c)
+				if ferr != nil {
+					break
+				}
+			}
+			if n < len(buf) {
+				// Most likely drained; if not, the level-triggered re-arm
+				// below brings us back, which is fairer to other sockets.
+				break
+			}
+			continue
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		eof = n == 0 || !errors.Is(err, unix.EAGAIN)
+		break
+	}
+	s.readBufs.Put(bp)
+	if bytes > 0 {
+		c.lastRead.Store(s.wheel.Now())
+		s.stats.bytesIn.Add(uint64(bytes))
+	}
+
+	c.mu.Lock()
+	c.releaseLocked()
+	switch {
+	case c.state == stateDead:
+		c.mu.Unlock()
+	case ferr != nil:
+		c.mu.Unlock()
+		c.readFailed(ferr)
+	case eof:
+		if !c.peerClose && c.closeCode == 0 {
+			c.closeCode = ws.StatusAbnormalClosure
+		}
+		c.mu.Unlock()
+		c.terminate()
+	default:
+		c.armLocked(netpoll.Read)
+		c.mu.Unlock()
+	}
+}
+
+// readFailed handles what stopped Feed.
+func (c *conn) readFailed(err error) {
+	var ce *wire.CloseError
+	switch {
+	case errors.Is(err, errStopReading):
+		// The close handshake is under way or done; see Control.
+	case errors.As(err, &ce):
+		c.s.stats.protocolErrors.Add(1)
+		c.fail(ce.Code, ce.Reason)
+	case errors.Is(err, errRateLimited):
+		c.fail(ws.StatusPolicyViolation, "message rate limit exceeded")
+	default:
+		// The bus refused the message: tell the client to come back
+		// rather than lose its messages silently.
+		c.s.stats.busErrors.Add(1)
+		c.fail(ws.StatusCode(1013), "bus unavailable, try again later")
+	}
+}
+
+// fail starts a close with code after the reader stopped; input is
+// discarded from now on, since the stream can no longer be parsed.
+func (c *conn) fail(code ws.StatusCode, reason string) {
+	c.mu.Lock()
+	c.failed = true
+	c.beginCloseLocked(code, reason, afterShutdown)
+	c.armLocked(netpoll.Read) // to see the peer's EOF
+	c.flushLocked()
+	c.mu.Unlock()
+}
+
+// Message implements wire.Handler: a complete data message from the client.
+func (c *conn) Message(op ws.OpCode, p []byte) error {
+	s := c.s
+	s.stats.messagesIn.Add(1)
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return nil
+	}
+	if s.cfg.MaxMessageRate > 0 {
+		sec := uint32(s.wheel.Now() / 1e9)
+		if sec != c.rateSec {
+			c.rateSec, c.rateN = sec, 0
+		}
+		c.rateN++
+		if c.rateN > uint32(s.cfg.MaxMessageRate) {
+			c.mu.Unlock()
+			return errRateLimited
+		}
+	}
+	user := c.user
+	c.mu.Unlock()
+	return s.publishMessage(c, user, op, p)
+}
+
+// Control implements wire.Handler: ping, pong and close frames.
+func (c *conn) Control(op ws.OpCode, p []byte) error {
+	c.s.stats.controlIn.Add(1)
+	switch op {
+	case ws.OpPing:
+		c.write(wire.AppendFrame(nil, ws.OpPong, true, p))
+	case ws.OpClose:
+		code, reason := wire.ParseClose(p)
+		c.mu.Lock()
+		c.peerClose = true
+		if c.state == stateOpen {
+			c.closeCode, c.closeReason = code, string(reason)
+			// Echo the code (none if none came), then close: the server
+			// closes the TCP connection first (RFC 6455, 7.1.1).
+			var echo []byte
+			if code == ws.StatusNoStatusRcvd {
+				echo = wire.AppendFrame(nil, ws.OpClose, true, nil)
+			} else {
+				echo = wire.AppendClose(nil, code, string(reason))
+			}
+			c.queueCloseLocked(echo, afterTerminate)
+			c.flushLocked()
+			c.mu.Unlock()
+			return errStopReading
+		}
+		// Our close was answered: the handshake is complete.
+		c.mu.Unlock()
+		c.terminate()
+		return errStopReading
+	}
+	return nil
+}
+
+// Expire implements netpoll.Expirer: keepalive and deadlines.
+func (c *conn) Expire(now int64) {
+	s := c.s
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case stateDead:
+		return
+	case stateClosing:
+		// The close deadline passed: stop waiting for the peer.
+		c.scheduleEndLocked()
+		return
+	}
+	idle := now - c.lastRead.Load()
+	switch {
+	case idle >= int64(s.cfg.IdleTimeout):
+		c.beginCloseLocked(ws.StatusGoingAway, "idle timeout", afterShutdown)
+		c.flushLocked()
+	case idle >= int64(s.cfg.PingInterval):
+		c.enqueueLocked(s.pingFrame)
+		c.flushLocked()
+		s.wheel.Schedule(&c.timer, min(s.cfg.PingInterval, s.cfg.IdleTimeout-timeDuration(idle)), c)
+	default:
+		s.wheel.Schedule(&c.timer, s.cfg.PingInterval-timeDuration(idle), c)
+	}
+}
