@@ -119,8 +119,12 @@ type Acceptor struct {
 	mu        sync.Mutex
 	pending   map[*pending]struct{}
 	accepting bool
-	draining  bool
-	closed    bool
+	// lnMu keeps the listening fd open while the poller goroutine accepts
+	// on it: a report collected before Del may still arrive after it.
+	lnMu     sync.Mutex
+	lnClosed bool
+	draining bool
+	closed   bool
 }
 
 // New prepares an Acceptor for ln; Start begins accepting.
@@ -206,10 +210,13 @@ func (a *Acceptor) StopAccepting() {
 		a.pauses.Stop()
 	}
 	a.mu.Unlock()
+	a.lnMu.Lock()
 	if wasAccepting {
 		_ = a.cfg.Poller.Del(a.ln.Fd())
 	}
 	_ = a.ln.Close()
+	a.lnClosed = true
+	a.lnMu.Unlock()
 	a.http.shutdown()
 }
 
@@ -244,6 +251,11 @@ func (a *Acceptor) Close() {
 // bouncing through the pool.
 func (a *Acceptor) onListenerEvent(ev netpoll.Event) {
 	if ev&netpoll.Closed != 0 {
+		return
+	}
+	a.lnMu.Lock()
+	defer a.lnMu.Unlock()
+	if a.lnClosed {
 		return
 	}
 	for i := 0; i < acceptBatch; i++ {

@@ -228,8 +228,13 @@ func TestHandshakeStatuses(t *testing.T) {
 				}
 				return
 			}
-			if after := h.rejections(tc.reason); after != before+1 {
-				t.Fatalf("rejections[%q] went from %d to %d", tc.reason, before, after)
+			// The count is taken after the response is written.
+			deadline := time.Now().Add(10 * time.Second)
+			for h.rejections(tc.reason) != before+1 {
+				if time.Now().After(deadline) {
+					t.Fatalf("rejections[%q] went from %d to %d", tc.reason, before, h.rejections(tc.reason))
+				}
+				time.Sleep(time.Millisecond)
 			}
 		})
 	}

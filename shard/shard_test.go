@@ -252,8 +252,13 @@ func TestProtocolViolations(t *testing.T) {
 	for _, code := range []uint16{1000, 1001, 1003, 1007, 1011, 3000, 4999} {
 		tc := dialWS(t, h.addr, "/ws/echo")
 		tc.send(ws.OpClose, true, closePayload(code, "r"))
-		if got := tc.expectClose(ws.StatusCode(code)); got != "r" {
-			t.Errorf("close %d echoed reason %q", code, got)
+		hd, p := tc.read()
+		if got, reason := wireParse(p); hd.OpCode != ws.OpClose || got != int(code) || reason != "r" {
+			t.Errorf("close %d echoed as %v %d %q", code, hd.OpCode, got, reason)
+		}
+		// The close handshake is complete: the server hangs up.
+		if _, err := io.Copy(io.Discard, tc.br); err != nil {
+			t.Errorf("after the close echo: %v", err)
 		}
 	}
 }

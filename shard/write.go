@@ -168,6 +168,10 @@ func (c *conn) drainLocked() {
 		c.mu.Lock()
 		c.inflight = 0
 		c.releaseLocked()
+		if c.state == stateDead {
+			// terminate dropped the queue while the lock was free.
+			break
+		}
 		if n > 0 {
 			c.consumeLocked(n)
 			c.s.stats.bytesOut.Add(uint64(n))
@@ -207,7 +211,7 @@ func (c *conn) drainLocked() {
 func (c *conn) consumeLocked(n int) {
 	c.outBytes -= n
 	i := 0
-	for n > 0 {
+	for n > 0 && i < len(c.out) {
 		rest := len(c.out[i]) - int(c.outOff)
 		if n < rest {
 			c.outOff += int32(n)
