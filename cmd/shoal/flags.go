@@ -1,0 +1,156 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shoal-gw/shoal/shard"
+)
+
+// byteSize is a flag value in bytes that also takes KiB, MiB, GiB (and
+// their powers-of-ten cousins kB, MB, GB).
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(s string) error {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+		{"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
+	}
+	mult := int64(1)
+	num := strings.TrimSpace(s)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			mult = u.mult
+			num = strings.TrimSpace(strings.TrimSuffix(num, u.suffix))
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("want a size such as 1048576, 64KiB or 1MiB")
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
+// listFlag is a comma-separated list.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(s string) error {
+	*l = nil
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*l = append(*l, part)
+		}
+	}
+	return nil
+}
+
+// gatewayFlags are the per-connection limits; serve passes the ones given
+// on its command line on to every worker.
+type gatewayFlags struct {
+	maxMessage     byteSize
+	maxQueue       byteSize
+	maxMsgRate     int
+	maxConnsPerIP  int
+	handshake      time.Duration
+	pingInterval   time.Duration
+	idleTimeout    time.Duration
+	allowedOrigins listFlag
+}
+
+// gatewayFlagNames lists the flags serve forwards to workers.
+var gatewayFlagNames = []string{"max-message", "max-queue", "max-msg-rate", "max-conns-per-ip",
+	"handshake-timeout", "ping-interval", "idle-timeout", "allowed-origins"}
+
+func (g *gatewayFlags) register(fs *flag.FlagSet) {
+	g.maxMessage = shard.DefaultMaxMessage
+	g.maxQueue = shard.DefaultMaxQueue
+	fs.Var(&g.maxMessage, "max-message", "largest client message after reassembly; larger ones close with 1009")
+	fs.Var(&g.maxQueue, "max-queue", "bytes queued for one slow client before it is closed with 1008")
+	fs.IntVar(&g.maxMsgRate, "max-msg-rate", shard.DefaultMaxMessageRate, "messages per second one client may send (-1: no limit); faster closes with 1008")
+	fs.IntVar(&g.maxConnsPerIP, "max-conns-per-ip", 4096, "connections one client address may hold per worker (-1: no limit)")
+	fs.DurationVar(&g.handshake, "handshake-timeout", 5*time.Second, "time from accept to a complete WebSocket handshake")
+	fs.DurationVar(&g.pingInterval, "ping-interval", shard.DefaultPingInterval, "silence after which the server pings a client")
+	fs.DurationVar(&g.idleTimeout, "idle-timeout", shard.DefaultIdleTimeout, "silence after which a client is closed")
+	fs.Var(&g.allowedOrigins, "allowed-origins", "browser origins allowed besides the gateway's own host, comma separated (* for any)")
+}
+
+func (g *gatewayFlags) apply(cfg *shard.Config) {
+	cfg.MaxMessage = int64(g.maxMessage)
+	cfg.MaxQueue = int(g.maxQueue)
+	cfg.MaxMessageRate = g.maxMsgRate
+	cfg.MaxConnsPerIP = g.maxConnsPerIP
+	cfg.HandshakeTimeout = g.handshake
+	cfg.PingInterval = g.pingInterval
+	cfg.IdleTimeout = g.idleTimeout
+	cfg.AllowedOrigins = g.allowedOrigins
+}
+
+// forwarded returns "--name=value" for each of names set on fs's command line.
+func forwarded(fs *flag.FlagSet, names []string) []string {
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	var args []string
+	fs.Visit(func(f *flag.Flag) {
+		if want[f.Name] {
+			args = append(args, "--"+f.Name+"="+f.Value.String())
+		}
+	})
+	return args
+}
+
+// logFlags choose the log level and format.
+type logFlags struct {
+	level  string
+	format string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&l.format, "log-format", "text", "log format: text or json")
+}
+
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, usageError("--log-level %q: want debug, info, warn or error", l.level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usageError("--log-format %q: want text or json", l.format)
+}
+
+// parse parses args and refuses stray positional arguments.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return usageError("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return nil
+}

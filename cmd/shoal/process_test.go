@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/shoal-gw/shoal/supervisor"
+)
+
+// binary builds the shoal binary once for the process tests.
+var binary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "shoal-bin")
+	if err != nil {
+		return "", err
+	}
+	exe := filepath.Join(dir, "shoal")
+	out, err := exec.Command("go", "build", "-o", exe, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return exe, nil
+})
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if exe, err := binary(); err == nil {
+		os.RemoveAll(filepath.Dir(exe))
+	}
+	os.Exit(code)
+}
+
+// fleet is a running `shoal serve`.
+type fleet struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	ws    string // ws://host:port
+	admin string // http://host:port
+	exit  chan error
+}
+
+func startServe(t *testing.T, args ...string) *fleet {
+	t.Helper()
+	exe, err := binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+		"--admin", "127.0.0.1:0", "--data", t.TempDir(), "--log-format", "json"}, args...)
+	cmd := exec.Command(exe, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = cmd.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f := &fleet{t: t, cmd: cmd, exit: make(chan error, 1)}
+	ready := make(chan struct{})
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			logMu.Lock()
+			logs.Write(sc.Bytes())
+			logs.WriteByte('\n')
+			logMu.Unlock()
+			var rec struct{ Msg, WS, Admin string }
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "shoal serving" {
+				f.ws = strings.TrimSuffix(rec.WS, "/ws/<service>")
+				f.admin = rec.Admin
+				close(ready)
+			}
+		}
+		f.exit <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+		}
+		if t.Failed() {
+			logMu.Lock()
+			t.Logf("shoal serve log:\n%s", logs.String())
+			logMu.Unlock()
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-f.exit:
+		t.Fatalf("shoal serve exited before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("shoal serve did not start within 30s")
+	}
+	return f
+}
+
+func (f *fleet) procs() []supervisor.Proc {
+	f.t.Helper()
+	resp, err := http.Get(f.admin + "/procs")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ps []supervisor.Proc
+	if err := json.NewDecoder(resp.Body).Decode(&ps); err != nil {
+		f.t.Fatal(err)
+	}
+	return ps
+}
+
+func (f *fleet) workers() map[int]supervisor.Proc {
+	out := make(map[int]supervisor.Proc)
+	for _, p := range f.procs() {
+		if p.Role == "worker" {
+			out[p.PID] = p
+		}
+	}
+	return out
+}
+
+func (f *fleet) metrics() string {
+	f.t.Helper()
+	resp, err := http.Get(f.admin + "/metrics")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+type client struct {
+	c  net.Conn
+	rw io.ReadWriter
+}
+
+func dial(t *testing.T, url string) *client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, br, _, err := ws.Dial(ctx, url)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var r io.Reader = c
+	if br != nil {
+		r = io.MultiReader(br, c)
+	}
+	return &client{c: c, rw: struct {
+		io.Reader
+		io.Writer
+	}{r, c}}
+}
+
+func (c *client) echo(op ws.OpCode, msg []byte) error {
+	c.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := wsutil.WriteClientMessage(c.c, op, msg); err != nil {
+		return err
+	}
+	got, gop, err := wsutil.ReadServerData(c.rw)
+	if err != nil {
+		return err
+	}
+	if gop != op || !bytes.Equal(got, msg) {
+		return fmt.Errorf("echo of %v %q came back as %v %q", op, msg, gop, got)
+	}
+	return nil
+}
+
+// localPort is the client's port: the remote port of its server socket.
+func (c *client) localPort() int { return c.c.LocalAddr().(*net.TCPAddr).Port }
+
+// socketInodes lists the socket inodes pid holds open.
+func socketInodes(pid int) map[string]bool {
+	out := make(map[string]bool)
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		l, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err == nil && strings.HasPrefix(l, "socket:[") {
+			out[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	return out
+}
+
+// tcpSocket is a line of /proc/net/tcp.
+type tcpSocket struct {
+	local, remote int // ports
+	listen        bool
+	inode         string
+}
+
+func tcpSockets(t *testing.T) []tcpSocket {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []tcpSocket
+	port := func(hexAddr string) int {
+		i := strings.LastIndexByte(hexAddr, ':')
+		p, _ := strconv.ParseInt(hexAddr[i+1:], 16, 32)
+		return int(p)
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		out = append(out, tcpSocket{local: port(f[1]), remote: port(f[2]), listen: f[3] == "0A", inode: f[9]})
+	}
+	return out
+}
+
+// TestServeFleet runs the real process tree: a supervisor, two workers
+// sharing one port, the echo service, and the embedded NATS server.
+func TestServeFleet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	f := startServe(t, "--workers", "2", "--services", "echo", "--drain-timeout", "5s")
+	_, portStr, _ := net.SplitHostPort(strings.TrimPrefix(f.ws, "ws://"))
+	port, _ := strconv.Atoi(portStr)
+
+	// Both workers are up and each holds its own listening socket on the port.
+	var workers map[int]supervisor.Proc
+	waitUntil(t, "two workers", func() bool { workers = f.workers(); return len(workers) == 2 })
+	socks := tcpSockets(t)
+	for pid := range workers {
+		inodes := socketInodes(pid)
+		n := 0
+		for _, s := range socks {
+			if s.listen && s.local == port && inodes[s.inode] {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("worker %d holds %d listening sockets on port %d, want 1", pid, n, port)
+		}
+	}
+
+	const n = 300
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = dial(t, f.ws+"/ws/echo")
+	}
+	for i, c := range clients {
+		if err := c.echo(ws.OpText, []byte("hello "+strconv.Itoa(i)+" ✓")); err != nil {
+			t.Fatalf("client %d text: %v", i, err)
+		}
+		if err := c.echo(ws.OpBinary, []byte{0, byte(i), 0xff}); err != nil {
+			t.Fatalf("client %d binary: %v", i, err)
+		}
+	}
+
+	// Which worker holds which client.
+	owner := make(map[int]int) // client index -> worker pid
+	socks = tcpSockets(t)
+	for pid := range workers {
+		inodes := socketInodes(pid)
+		byPort := make(map[int]bool)
+		for _, s := range socks {
+			if !s.listen && s.local == port && inodes[s.inode] {
+				byPort[s.remote] = true
+			}
+		}
+		for i, c := range clients {
+			if byPort[c.localPort()] {
+				owner[i] = pid
+			}
+		}
+	}
+	held := make(map[int]int)
+	for _, pid := range owner {
+		held[pid]++
+	}
+	if len(owner) != n || len(held) != 2 {
+		t.Fatalf("clients per worker: %v (%d of %d found); want both workers holding clients", held, len(owner), n)
+	}
+	t.Logf("clients per worker: %v", held)
+	m := f.metrics()
+	for _, want := range []string{"shoal_connections{", "shoal_upgrades_total{", "shoal_frames_total{", "shoal_bytes_total{"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	// kill -9 one worker: the other's clients stay, a new worker comes.
+	var victim, survivor int
+	for pid := range workers {
+		if victim == 0 {
+			victim = pid
+		} else {
+			survivor = pid
+		}
+	}
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a replacement worker", func() bool {
+		ws := f.workers()
+		_, old := ws[victim]
+		return len(ws) == 2 && !old
+	})
+	for i, c := range clients {
+		err := c.echo(ws.OpText, []byte("still here"))
+		switch owner[i] {
+		case survivor:
+			if err != nil {
+				t.Fatalf("client %d of the surviving worker: %v", i, err)
+			}
+		case victim:
+			if err == nil {
+				t.Fatalf("client %d of the killed worker still echoes", i)
+			}
+		}
+	}
+	// New clients are served, by the replacement worker too in time.
+	for range 20 {
+		if err := dial(t, f.ws+"/ws/echo").echo(ws.OpText, []byte("new")); err != nil {
+			t.Fatalf("new client: %v", err)
+		}
+	}
+	if !strings.Contains(f.metrics(), "shoal_child_restarts_total") {
+		t.Error("/metrics lacks shoal_child_restarts_total")
+	}
+
+	// SIGTERM: every client hears 1001, then everything exits 0.
+	var live []*client
+	for i, c := range clients {
+		if owner[i] == survivor {
+			live = append(live, c)
+		}
+	}
+	pids := []int{f.cmd.Process.Pid}
+	for _, p := range f.procs() {
+		pids = append(pids, p.PID)
+	}
+	if err := f.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range live {
+		c.c.SetDeadline(time.Now().Add(15 * time.Second))
+		_, _, err := wsutil.ReadServerData(c.rw)
+		var ce wsutil.ClosedError
+		if !errors.As(err, &ce) || ce.Code != ws.StatusGoingAway {
+			t.Fatalf("client %d on SIGTERM: %v, want close 1001", i, err)
+		}
+	}
+	select {
+	case err := <-f.exit:
+		if err != nil {
+			t.Fatalf("shoal serve exited with %v, want 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("shoal serve did not exit within 30s of SIGTERM")
+	}
+	for _, pid := range pids {
+		if syscall.Kill(pid, 0) == nil {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(b), ") Z ") {
+				t.Errorf("process %d still running after shutdown", pid)
+			}
+		}
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/shoal-gw/shoal/bus"
+	"github.com/shoal-gw/shoal/shard"
+)
+
+func runWorker(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg      shard.Config
+		natsURL  string
+		services listFlag
+		gw       gatewayFlags
+		logs     logFlags
+	)
+	fs.StringVar(&cfg.ID, "shard", "", "shard id on the bus (required)")
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address to listen on, shared through SO_REUSEPORT")
+	fs.StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS URL")
+	fs.StringVar(&cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
+	fs.Var(&services, "services", "service names clients may reach, comma separated")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", shard.DefaultDrainTimeout, "how long to wait for clients to close on SIGTERM")
+	gw.register(fs)
+	logs.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.ID == "" {
+		return usageError("worker: --shard is required")
+	}
+	log, err := logs.logger(stderr)
+	if err != nil {
+		return err
+	}
+	gw.apply(&cfg)
+	cfg.Services = services
+	cfg.Logger = log
+	nc, err := bus.Connect(bus.Config{URL: natsURL, Name: "shoal-worker-" + cfg.ID, Logger: log, ConnectTimeout: 10 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cfg.NATS = nc
+	sh, err := shard.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := sh.Run(ctx); err != nil && err != context.DeadlineExceeded {
+		return err
+	} else if err != nil {
+		log.Warn("drain timed out; remaining clients were dropped")
+	}
+	log.Info("worker stopped")
+	return nil
+}

@@ -1,0 +1,11 @@
+// Package supervisor is the process tree of `shoal serve`: it runs the
+// embedded NATS server (unless an external one is named), pre-forks the
+// worker processes that share the gateway port, runs the bundled services
+// as processes of their own, restarts any child that dies, turns signals
+// into lifecycle (drain on SIGTERM, rolling restart on SIGHUP), and serves
+// the admin endpoint whose /metrics covers every worker in one scrape.
+//
+// Children are re-executions of the supervisor's own binary. They are
+// started with a parent-death signal, so that a supervisor killed outright
+// still takes its children down with it.
+package supervisor

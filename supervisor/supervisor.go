@@ -1,0 +1,433 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/shoal-gw/shoal/bus"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultNATSListen   = "127.0.0.1:4222"
+	DefaultDrainTimeout = 10 * time.Second
+	// restartBackoffMin and restartBackoffMax bound the wait before a dead
+	// child is started again; the wait doubles while it keeps dying young.
+	restartBackoffMin = 100 * time.Millisecond
+	restartBackoffMax = 5 * time.Second
+	// stableAfter is how long a child must live for its backoff to reset.
+	stableAfter = 10 * time.Second
+)
+
+// Config configures a Supervisor. Addr is required.
+type Config struct {
+	// Exe is the binary the children run (default: this process's own).
+	Exe string
+	// Addr is the gateway address every worker listens on. Port 0 picks
+	// a free port once, for all workers.
+	Addr string
+	// Workers is the number of worker processes (default: the number of CPUs).
+	Workers int
+	// DataDir holds the embedded NATS server's JetStream data.
+	DataDir string
+	// NATS is the URL of an external NATS server or cluster; empty starts
+	// an embedded server.
+	NATS string
+	// NATSListen is the embedded server's address (default
+	// 127.0.0.1:4222; port 0 picks a free one).
+	NATSListen string
+	// NATSMaxPayload is the embedded server's max_payload (default 8 MiB).
+	NATSMaxPayload int32
+	// Admin is the admin endpoint's address (/metrics, /procs, /healthz);
+	// empty: none.
+	Admin string
+	// Services are the bundled services to run, one process each.
+	Services []string
+	// Routes are the service names clients may reach at /ws/<name>
+	// (default: Services).
+	Routes []string
+	// Prefix is the subject prefix (default "shoal").
+	Prefix string
+	// ShardPrefix starts every shard id (default: the host name).
+	ShardPrefix string
+	// WorkerArgs are extra flags for every worker; ServiceArgs for every
+	// service.
+	WorkerArgs, ServiceArgs []string
+	// DrainTimeout bounds a worker's drain (default 10s); a child still
+	// running this long after it (plus a grace) is killed.
+	DrainTimeout time.Duration
+	// Output receives the children's standard output and error (default:
+	// this process's standard error).
+	Output io.Writer
+
+	Logger *slog.Logger
+}
+
+// Supervisor runs and watches shoal's processes.
+type Supervisor struct {
+	cfg   Config
+	log   *slog.Logger
+	subj  bus.Subjects
+	spawn *spawner
+
+	embedded *bus.Embedded
+	natsURL  string
+	nc       *nats.Conn
+	reserved int // fd holding a port picked with :0
+	addr     string
+	admin    *http.Server
+	adminLn  net.Listener
+
+	mu      sync.Mutex
+	workers []*slot
+	svcs    []*slot
+	life    map[string]bus.Life // latest record per shard id
+	lifeSub *nats.Subscription
+	waiters map[string]chan struct{} // shard id -> closed when it says up
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// New checks cfg; Run starts everything.
+func New(cfg Config) (*Supervisor, error) {
+	if cfg.Addr == "" {
+		return nil, fmt.Errorf("%w: Addr is required", ErrConfig)
+	}
+	if cfg.Exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("%w: own executable: %v", ErrConfig, err)
+		}
+		cfg.Exe = exe
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.NumCPU()
+	}
+	if cfg.NATSListen == "" {
+		cfg.NATSListen = DefaultNATSListen
+	}
+	if cfg.NATSMaxPayload <= 0 {
+		cfg.NATSMaxPayload = 8 << 20
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.Routes == nil {
+		cfg.Routes = cfg.Services
+	}
+	for _, name := range append(append([]string(nil), cfg.Services...), cfg.Routes...) {
+		if err := bus.ValidServiceName(name); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
+	if cfg.ShardPrefix == "" {
+		cfg.ShardPrefix = hostToken()
+	}
+	if err := bus.ValidShardID(cfg.ShardPrefix); err != nil {
+		return nil, fmt.Errorf("%w: shard prefix: %v", ErrConfig, err)
+	}
+	if cfg.NATS == "" && cfg.DataDir == "" {
+		return nil, fmt.Errorf("%w: DataDir is required for the embedded NATS server", ErrConfig)
+	}
+	if cfg.Output == nil {
+		cfg.Output = os.Stderr
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Supervisor{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		subj:     bus.Subjects{Prefix: cfg.Prefix},
+		reserved: -1,
+		life:     make(map[string]bus.Life),
+		waiters:  make(map[string]chan struct{}),
+	}, nil
+}
+
+// hostToken turns the host name into a shard id token.
+func hostToken() string {
+	h, _ := os.Hostname()
+	var b strings.Builder
+	for _, r := range h {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			b.WriteRune(r)
+		case r == '.':
+			return orDefault(b.String())
+		}
+	}
+	return orDefault(b.String())
+}
+
+func orDefault(s string) string {
+	if s == "" {
+		return "shoal"
+	}
+	return s
+}
+
+// Run starts NATS, the services and the workers, and supervises them until
+// ctx is done; then it drains the workers, stops the services and NATS,
+// and returns nil when everything stopped cleanly.
+func (s *Supervisor) Run(ctx context.Context) error {
+	if err := s.start(); err != nil {
+		s.teardown()
+		return err
+	}
+	s.awaitWorkers(ctx, 30*time.Second)
+	s.log.Info("shoal serving",
+		"ws", "ws://"+s.addr+"/ws/<service>",
+		"workers", s.cfg.Workers,
+		"services", strings.Join(s.cfg.Services, ","),
+		"nats", s.natsURL,
+		"admin", s.adminURL())
+	<-ctx.Done()
+	s.log.Info("shutting down: draining workers")
+	err := s.stop()
+	s.teardown()
+	return err
+}
+
+// Addr is the gateway address the workers listen on (port resolved).
+func (s *Supervisor) Addr() string { return s.addr }
+
+// NATSURL is the bus the children use.
+func (s *Supervisor) NATSURL() string { return s.natsURL }
+
+func (s *Supervisor) adminURL() string {
+	if s.adminLn == nil {
+		return ""
+	}
+	return "http://" + s.adminLn.Addr().String()
+}
+
+func (s *Supervisor) start() error {
+	if err := s.reservePort(); err != nil {
+		return err
+	}
+	if s.cfg.NATS == "" {
+		host, port, err := splitHostPort(s.cfg.NATSListen)
+		if err != nil {
+			return fmt.Errorf("%w: nats listen address: %v", ErrConfig, err)
+		}
+		e, err := bus.StartEmbedded(bus.EmbeddedConfig{
+			Host:       host,
+			Port:       port,
+			StoreDir:   filepath.Join(s.cfg.DataDir, "nats"),
+			JetStream:  true,
+			MaxPayload: s.cfg.NATSMaxPayload,
+			Logger:     s.log,
+		})
+		if err != nil {
+			return fmt.Errorf("supervisor: embedded NATS: %w", err)
+		}
+		s.embedded = e
+		s.natsURL = e.ClientURL()
+	} else {
+		s.natsURL = s.cfg.NATS
+	}
+	nc, err := bus.Connect(bus.Config{URL: s.natsURL, Name: "shoal-supervisor", Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	s.nc = nc
+	if s.lifeSub, err = nc.Subscribe(s.subj.LifeAll(), s.onLife); err != nil {
+		return fmt.Errorf("supervisor: subscribe life: %w", err)
+	}
+	if err := nc.Flush(); err != nil {
+		return fmt.Errorf("supervisor: %w", err)
+	}
+	if err := s.startAdmin(); err != nil {
+		return err
+	}
+	s.spawn = newSpawner()
+	s.mu.Lock()
+	for _, name := range s.cfg.Services {
+		s.svcs = append(s.svcs, s.newSlot(roleService, len(s.svcs), name))
+	}
+	for i := range s.cfg.Workers {
+		s.workers = append(s.workers, s.newSlot(roleWorker, i, ""))
+	}
+	slots := append(append([]*slot(nil), s.svcs...), s.workers...)
+	s.mu.Unlock()
+	for _, sl := range slots {
+		s.wg.Add(1)
+		go sl.keep()
+	}
+	return nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	var p int
+	if _, err := fmt.Sscanf(port, "%d", &p); err != nil || p < 0 || p > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", port)
+	}
+	if p == 0 {
+		p = -1 // nats-server's "any free port"
+	}
+	return host, p, nil
+}
+
+// stop drains the workers, then stops the services. It reports children
+// that had to be killed.
+func (s *Supervisor) stop() error {
+	s.mu.Lock()
+	s.stopped = true
+	workers := append([]*slot(nil), s.workers...)
+	svcs := append([]*slot(nil), s.svcs...)
+	s.mu.Unlock()
+	var errs []error
+	stopAll := func(slots []*slot) {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for _, sl := range slots {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := sl.stop(s.cfg.DrainTimeout + 5*time.Second); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	// Workers first, so that their last events still reach the services.
+	stopAll(workers)
+	stopAll(svcs)
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (s *Supervisor) teardown() {
+	if s.spawn != nil {
+		s.spawn.close()
+	}
+	if s.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = s.admin.Shutdown(ctx)
+		cancel()
+	}
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	if s.embedded != nil {
+		s.embedded.Shutdown()
+	}
+	if s.reserved >= 0 {
+		closeFd(s.reserved)
+		s.reserved = -1
+	}
+}
+
+// onLife records a shard's life record.
+func (s *Supervisor) onLife(m *nats.Msg) {
+	var rec bus.Life
+	if err := json.Unmarshal(m.Data, &rec); err != nil {
+		s.log.Debug("bad life record", "subject", m.Subject, "err", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rec.State == bus.LifeDown {
+		delete(s.life, rec.Shard)
+		return
+	}
+	s.life[rec.Shard] = rec
+	if w, ok := s.waiters[rec.Shard]; ok {
+		close(w)
+		delete(s.waiters, rec.Shard)
+	}
+}
+
+// waitUp returns a channel closed once shard publishes its first record.
+func (s *Supervisor) waitUp(shard string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := make(chan struct{})
+	if _, ok := s.life[shard]; ok {
+		close(ch)
+		return ch
+	}
+	s.waiters[shard] = ch
+	return ch
+}
+
+// awaitWorkers waits until every first worker announced itself on the
+// bus, so that "serving" means the port accepts. A worker that is slow to
+// come up is logged, not fatal: its slot keeps restarting it.
+func (s *Supervisor) awaitWorkers(ctx context.Context, limit time.Duration) {
+	s.mu.Lock()
+	workers := append([]*slot(nil), s.workers...)
+	s.mu.Unlock()
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for _, sl := range workers {
+		var p *proc
+		for p == nil {
+			sl.mu.Lock()
+			p = sl.cur
+			sl.mu.Unlock()
+			if p != nil {
+				break
+			}
+			// The slot's loop has not started its first process yet.
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-timer.C:
+				s.log.Warn("workers not up yet", "waited", limit)
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case <-s.waitUp(p.shard):
+		case <-p.exited:
+		case <-timer.C:
+			s.log.Warn("workers not up yet", "waited", limit)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// RollingRestart replaces the workers one at a time: a new worker starts
+// and listens beside the old one before the old one drains, so the port
+// keeps accepting throughout. It returns when every worker was replaced.
+func (s *Supervisor) RollingRestart(ctx context.Context) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return ErrStopped
+	}
+	workers := append([]*slot(nil), s.workers...)
+	s.mu.Unlock()
+	for _, sl := range workers {
+		if err := sl.replace(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
