@@ -274,12 +274,18 @@ func (c *conn) readFailed(err error) {
 
 // fail starts a close with code after the reader stopped; input is
 // discarded from now on, since the stream can no longer be parsed.
+//
+// The close frame waits one tick of the wheel: the messages the client sent
+// before the violation are on their way through the bus, and what the
+// service answers to them still reaches the client before the close.
 func (c *conn) fail(code ws.StatusCode, reason string) {
 	c.mu.Lock()
-	c.failed = true
-	c.beginCloseLocked(code, reason, afterShutdown)
+	if c.state == stateOpen && !c.failed {
+		c.failed = true
+		c.closeCode, c.closeReason = code, reason
+		c.s.wheel.Schedule(&c.timer, 0, c)
+	}
 	c.armLocked(netpoll.Read) // to see the peer's EOF
-	c.flushLocked()
 	c.mu.Unlock()
 }
 
@@ -352,6 +358,11 @@ func (c *conn) Expire(now int64) {
 	case stateClosing:
 		// The close deadline passed: stop waiting for the peer.
 		c.scheduleEndLocked()
+		return
+	}
+	if c.failed {
+		c.beginCloseLocked(c.closeCode, c.closeReason, afterShutdown)
+		c.flushLocked()
 		return
 	}
 	idle := now - c.lastRead.Load()

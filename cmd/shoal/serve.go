@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/supervisor"
 )
 
@@ -43,6 +44,15 @@ func runServe(args []string, stderr io.Writer) error {
 		if _, ok := bundled[name]; !ok {
 			return usageError("--services: no bundled service %q (have: %s)", name, bundledNames())
 		}
+	}
+	// A client message crosses the bus as one NATS message with a few
+	// headers; the embedded server's max_payload follows --max-message.
+	// NATS itself refuses payloads over 64 MiB.
+	const busSlack, busMax = 64 << 10, 64 << 20
+	if need := int64(gw.maxMessage) + busSlack; need > busMax {
+		return usageError("--max-message %d: at most %d bytes fit one NATS message", int64(gw.maxMessage), busMax-busSlack)
+	} else if need > bus.DefaultMaxPayload {
+		cfg.NATSMaxPayload = int32(need)
 	}
 	log, err := logs.logger(stderr)
 	if err != nil {
