@@ -2,9 +2,9 @@
 # steps that use them, installs what it needs itself).
 GO ?= go
 
-.PHONY: test check fmt vet unit build clean
+.PHONY: test check fmt vet unit conformance build clean
 
-test: check unit
+test: check unit conformance
 
 check: fmt vet
 
@@ -16,6 +16,11 @@ vet:
 
 unit:
 	$(GO) test -race -count=1 ./...
+
+# Autobahn|Testsuite against `shoal serve`; the HTML report lands in
+# autobahn-report/index.html.
+conformance:
+	scripts/conformance
 
 build:
 	$(GO) build -o bin/shoal ./cmd/shoal

@@ -575,3 +575,29 @@ func wireParse(p []byte) (int, string) {
 	}
 	return int(p[0])<<8 | int(p[1]), string(p[2:])
 }
+
+// Autobahn 3.2, 4.1.3 and 5.15: the answers to messages that came before a
+// protocol violation reach the client before the close frame.
+func TestAnswersBeforeProtocolClose(t *testing.T) {
+	h := startShard(t, nil)
+	h.echoService()
+	for _, c := range []struct {
+		name string
+		bad  func(tc *testClient)
+	}{
+		{"rsv bits", func(tc *testClient) { tc.raw([]byte{0xa1, 0x80, 0, 0, 0, 0}) }},
+		{"reserved opcode", func(tc *testClient) { tc.raw([]byte{0x85, 0x80, 0, 0, 0, 0}) }},
+		{"continuation of nothing", func(tc *testClient) { tc.send(ws.OpContinuation, false, []byte("x")) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tc := dialWS(t, h.addr, "/ws/echo")
+			tc.send(ws.OpText, true, []byte("Hello, world!"))
+			c.bad(tc)
+			tc.send(ws.OpPing, true, nil)
+			if op, p := tc.readMessage(); op != ws.OpText || string(p) != "Hello, world!" {
+				t.Fatalf("got %v %q before the close, want the echo", op, p)
+			}
+			tc.expectClose(1002)
+		})
+	}
+}
