@@ -241,7 +241,7 @@ func TestServeFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	f := startServe(t, "--workers", "2", "--services", "echo", "--drain-timeout", "5s")
+	f := startServe(t, "--workers", "2", "--services", "echo", "--drain-timeout", "5s", "--max-message", "12MiB")
 	_, portStr, _ := net.SplitHostPort(strings.TrimPrefix(f.ws, "ws://"))
 	port, _ := strconv.Atoi(portStr)
 
@@ -274,6 +274,13 @@ func TestServeFleet(t *testing.T) {
 		if err := c.echo(ws.OpBinary, []byte{0, byte(i), 0xff}); err != nil {
 			t.Fatalf("client %d binary: %v", i, err)
 		}
+	}
+
+	// A message larger than the bus's default max_payload: the embedded
+	// server's limit follows --max-message.
+	big := bytes.Repeat([]byte{0xab}, 9<<20)
+	if err := clients[0].echo(ws.OpBinary, big); err != nil {
+		t.Fatalf("9 MiB echo: %v", err)
 	}
 
 	// Which worker holds which client.
