@@ -150,6 +150,19 @@ func (f *fleet) metrics() string {
 	return string(b)
 }
 
+// metricSum adds up the samples of the series starting with prefix.
+func (f *fleet) metricSum(prefix string) int {
+	sum := 0.0
+	for _, line := range strings.Split(f.metrics(), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+				sum += v
+			}
+		}
+	}
+	return int(sum)
+}
+
 type client struct {
 	c  net.Conn
 	rw io.ReadWriter
@@ -308,8 +321,12 @@ func TestServeFleet(t *testing.T) {
 		t.Fatalf("clients per worker: %v (%d of %d found); want both workers holding clients", held, len(owner), n)
 	}
 	t.Logf("clients per worker: %v", held)
+	// One scrape covers every worker: the connections add up to the clients.
+	waitUntil(t, "/metrics to count every client", func() bool {
+		return f.metricSum("shoal_connections{") == n && f.metricSum("shoal_upgrades_total{") == n
+	})
 	m := f.metrics()
-	for _, want := range []string{"shoal_connections{", "shoal_upgrades_total{", "shoal_frames_total{", "shoal_bytes_total{"} {
+	for _, want := range []string{`shoal_frames_total{direction="in"`, `shoal_bytes_total{direction="out"`, "shoal_bus_errors_total{"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
