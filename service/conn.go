@@ -32,6 +32,10 @@ type Conn struct {
 // shard lives.
 func (c *Conn) ID() string { return c.id }
 
+// Service returns the Service that delivered the event, so a Handler can
+// Publish or Broadcast without holding the Service itself.
+func (c *Conn) Service() *Service { return c.svc }
+
 // Shard returns the id of the shard holding the connection.
 func (c *Conn) Shard() string { return c.shard }
 

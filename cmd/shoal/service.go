@@ -12,11 +12,13 @@ import (
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/service"
 	"github.com/shoal-gw/shoal/service/echo"
+	"github.com/shoal-gw/shoal/service/fanout"
 )
 
 // bundled are the services this binary can run, by name.
 var bundled = map[string]func() service.Handler{
-	"echo": echo.New,
+	"echo":   echo.New,
+	"fanout": fanout.New,
 }
 
 func bundledNames() string {
