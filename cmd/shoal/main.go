@@ -40,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runWorker(args[1:], stderr)
 	case "service":
 		err = runService(args[1:], stderr)
+	case "bench":
+		err = runBench(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help", "-help":

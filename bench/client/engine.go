@@ -1,0 +1,258 @@
+package client
+
+import (
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/shoal-gw/shoal/netpoll"
+	"github.com/shoal-gw/shoal/wire"
+)
+
+// Handler receives the life of the connections of an Engine. Its methods run
+// on the engine's pool goroutines, for different connections at once, but
+// never concurrently for one connection; they must not block for long.
+type Handler interface {
+	// Open is called once the server's 101 response has been checked.
+	Open(c *Conn)
+	// Message is called for each data message; p is valid only until
+	// Message returns. now is the time the bytes were read, in unix
+	// nanoseconds.
+	Message(c *Conn, op ws.OpCode, p []byte, now int64)
+	// Closed is called once when the connection ended: err is nil after
+	// Conn.Close, a *FailError otherwise (see Cause).
+	Closed(c *Conn, err error)
+}
+
+// Config configures an Engine. The zero value of each field but URL means
+// its default.
+type Config struct {
+	// URL is the target, ws://host:port/path; host must be an IP address or
+	// resolve to one.
+	URL string
+	// Sources are the local addresses connections bind to, round robin;
+	// empty lets the kernel choose.
+	Sources []netip.Addr
+	// HandshakeTimeout bounds connect plus handshake; default 10s.
+	HandshakeTimeout time.Duration
+	// MaxMessage bounds a received message; default wire.DefaultMaxMessage.
+	MaxMessage int64
+	// MaxQueue bounds the bytes waiting to be written on one connection;
+	// default 1 MiB.
+	MaxQueue int
+	// Workers is the size of the goroutine pool that reads and writes;
+	// default netpoll's.
+	Workers int
+	// Logger receives engine errors; nil discards them.
+	Logger *slog.Logger
+}
+
+// Engine dials and runs client connections on one epoll instance and a
+// bounded goroutine pool.
+type Engine struct {
+	cfg     Config
+	log     *slog.Logger
+	poller  *netpoll.Poller
+	pool    *netpoll.Pool
+	wheel   *netpoll.Wheel
+	raddr   unix.Sockaddr
+	family  int
+	reqHead []byte // request up to and excluding the Sec-WebSocket-Key value
+	wireCfg wire.Config
+	src     atomic.Uint64
+	open    atomic.Int64
+	once    sync.Once
+	closed  atomic.Bool
+}
+
+// New parses cfg.URL, resolves its host and starts the poller, pool and
+// handshake timer wheel.
+func New(cfg Config) (*Engine, error) {
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil || u.Scheme != "ws" || u.Host == "" {
+		return nil, fmt.Errorf("%w: %q (want ws://host:port/path)", ErrBadURL, cfg.URL)
+	}
+	ap, err := ResolveTarget(u)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, wireCfg: wire.Config{Role: wire.Client, MaxMessage: cfg.MaxMessage}}
+	if ap.Addr().Is4() {
+		e.family = unix.AF_INET
+		e.raddr = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	} else {
+		e.family = unix.AF_INET6
+		e.raddr = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	}
+	for _, s := range cfg.Sources {
+		if s.Is4() != ap.Addr().Is4() {
+			return nil, fmt.Errorf("%w: source %s and target %s differ in family", ErrBadSource, s, ap.Addr())
+		}
+	}
+	path := u.RequestURI()
+	e.reqHead = []byte("GET " + path + " HTTP/1.1\r\nHost: " + u.Host +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ")
+	e.poller, err = netpoll.NewPoller(cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	e.pool = netpoll.NewPoolConfig(netpoll.PoolConfig{Workers: cfg.Workers, Logger: cfg.Logger})
+	e.wheel = netpoll.NewWheel(10*time.Millisecond, 0)
+	e.wheel.Start()
+	return e, nil
+}
+
+// ResolveTarget returns the address of a ws:// URL's host and port
+// (default port 80).
+func ResolveTarget(u *url.URL) (netip.AddrPort, error) {
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "80"
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%w: port %q", ErrBadURL, port)
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		ips, lerr := net.LookupIP(host)
+		if lerr != nil || len(ips) == 0 {
+			return netip.AddrPort{}, fmt.Errorf("%w: resolve %q: %v", ErrBadURL, host, lerr)
+		}
+		a, _ = netip.AddrFromSlice(ips[0])
+		for _, ip := range ips {
+			if ip4 := ip.To4(); ip4 != nil {
+				a, _ = netip.AddrFromSlice(ip4)
+				break
+			}
+		}
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(p)), nil
+}
+
+// Open is the number of connections whose handshake completed and that have
+// not ended.
+func (e *Engine) Open() int { return int(e.open.Load()) }
+
+// Dial starts a connection: socket, bind, non-blocking connect. The rest
+// happens on the poller; h learns of the outcome. idx is the caller's own
+// number for the connection (Conn.Index). A failure before the connect is
+// in flight is returned, as a *FailError, and h is not called.
+func (e *Engine) Dial(h Handler, idx int) (*Conn, error) {
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	fd, err := unix.Socket(e.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, classify(err)
+	}
+	// Latency is the point of the tool: never let Nagle hold a frame back.
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if n := len(e.cfg.Sources); n > 0 {
+		src := e.cfg.Sources[(e.src.Add(1)-1)%uint64(n)]
+		// The port is then picked at connect time for the whole 4-tuple, so
+		// each source address offers its ephemeral ports to every target.
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		var sa unix.Sockaddr
+		if src.Is4() {
+			sa = &unix.SockaddrInet4{Addr: src.As4()}
+		} else {
+			sa = &unix.SockaddrInet6{Addr: src.As16()}
+		}
+		if err := unix.Bind(fd, sa); err != nil {
+			unix.Close(fd)
+			return nil, classify(err)
+		}
+	}
+	c := &Conn{e: e, h: h, fd: fd, idx: idx, start: time.Now().UnixNano()}
+	if err := unix.Connect(fd, e.raddr); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		unix.Close(fd)
+		return nil, classify(err)
+	}
+	c.mu.Lock()
+	// Registered under the lock so that a report cannot reach the
+	// connection before it is set up.
+	if err := e.poller.Add(fd, netpoll.Write|netpoll.OneShot, c.event); err != nil {
+		c.mu.Unlock()
+		unix.Close(fd)
+		return nil, &FailError{Cause: CauseOther, Err: err}
+	}
+	e.wheel.Schedule(&c.timer, e.cfg.HandshakeTimeout, c)
+	c.mu.Unlock()
+	return c, nil
+}
+
+// Close stops the engine: every connection still registered is closed
+// (its Handler sees ErrClosed), and the goroutines are stopped and waited
+// for. Calling it twice is safe.
+func (e *Engine) Close() error {
+	e.once.Do(func() {
+		e.closed.Store(true)
+		e.wheel.Stop()
+		_ = e.poller.Close()
+		e.pool.Close()
+	})
+	return nil
+}
+
+// newKey returns a fresh Sec-WebSocket-Key.
+func newKey() (k [24]byte) {
+	var raw [16]byte
+	_, _ = rand.Read(raw[:])
+	base64.StdEncoding.Encode(k[:], raw[:])
+	return k
+}
+
+// acceptFor is the Sec-WebSocket-Accept a server must answer key with.
+func acceptFor(key []byte) string {
+	h := sha1.New()
+	h.Write(key)
+	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+}
+
+// classify turns a socket error into a FailError with its cause.
+func classify(err error) *FailError {
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		if errors.Is(err, ErrClosed) {
+			return &FailError{Cause: "closed", Err: err}
+		}
+		return &FailError{Cause: CauseOther, Err: err}
+	}
+	switch errno {
+	case unix.ECONNREFUSED:
+		return &FailError{Cause: CauseRefused, Err: err}
+	case unix.ETIMEDOUT:
+		return &FailError{Cause: CauseTimeout, Err: err}
+	case unix.ECONNRESET, unix.EPIPE, unix.ECONNABORTED:
+		return &FailError{Cause: CauseReset, Err: err}
+	case unix.EADDRNOTAVAIL, unix.EADDRINUSE:
+		return &FailError{Cause: CauseNoAddr, Err: err}
+	case unix.EMFILE, unix.ENFILE:
+		return &FailError{Cause: CauseFiles, Err: err}
+	}
+	return &FailError{Cause: CauseOther, Err: err}
+}

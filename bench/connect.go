@@ -1,0 +1,54 @@
+package bench
+
+import (
+	"context"
+	"flag"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/shoal-gw/shoal/bench/client"
+)
+
+// connectScenario ramps connections up and holds them idle: how many a
+// server takes, how fast, and at what memory.
+type connectScenario struct {
+	hold time.Duration
+}
+
+func (*connectScenario) Name() string { return "connect" }
+
+func (*connectScenario) Summary() string {
+	return "ramp up to --conns idle connections at --rate per second and hold them for --hold"
+}
+
+func (s *connectScenario) Flags(fs *flag.FlagSet) {
+	fs.DurationVar(&s.hold, "hold", 30*time.Second, "how long to hold the connections once all are open")
+}
+
+func (s *connectScenario) Run(ctx context.Context, env *Env) error {
+	env.Recorder("handshake")
+	_, n := env.Share(env.Opts.Conns)
+	env.Ramp(ctx, n, env.ShareRate(env.Opts.Rate), idleHandler{env: env})
+	if err := env.Barrier(ctx, "ramped"); err != nil {
+		return err
+	}
+	// Let the server settle before its memory is read: half the hold.
+	env.Clock.Sleep(ctx, s.hold/2)
+	if err := env.Barrier(ctx, "measure"); err != nil {
+		return err
+	}
+	env.Clock.Sleep(ctx, s.hold-s.hold/2)
+	return env.Barrier(ctx, "held")
+}
+
+// idleHandler sends nothing; the engine answers the server's pings.
+type idleHandler struct{ env *Env }
+
+func (idleHandler) Open(*client.Conn) {}
+
+func (h idleHandler) Message(*client.Conn, ws.OpCode, []byte, int64) {
+	h.env.Stats.Received.Add(1)
+}
+
+func (idleHandler) Closed(*client.Conn, error) {}

@@ -1,0 +1,12 @@
+// Package bench is shoal bench: an open-loop load generator for WebSocket
+// servers that speak the bench protocol (/ws/echo and /ws/fanout), built on
+// the epoll client of bench/client.
+//
+// A run is one Scenario (connect, echo, fanout; see Scenarios) executed by
+// one process or split over child processes (--procs) whose results the
+// parent merges into one Report. Latencies go into HDR histograms and are
+// measured from the time a message was due, not sent, so that a stalled
+// server cannot hide its stall by slowing the load down. The tool checks
+// itself: when its own CPU saturates or its sends fall behind schedule the
+// report says so.
+package bench

@@ -1,0 +1,222 @@
+package bench
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/shoal-gw/shoal/bench/client"
+)
+
+// Env is what a Scenario runs with in one bench process.
+type Env struct {
+	// Opts are the shared flags, for the whole run (not this process's share).
+	Opts *Options
+	// Engine holds this process's connections.
+	Engine *client.Engine
+	Clock  Clock
+	Log    *slog.Logger
+	Stats  *Stats
+	// Report is this process's report; the scenario fills Messages and
+	// Fanout, the runner the rest.
+	Report *Report
+
+	barrier   func(ctx context.Context, name string) error
+	recorders map[string]*Recorder
+	main      string
+	mu        sync.Mutex
+}
+
+// Stats are the live counters the progress line and the report read.
+type Stats struct {
+	Target      atomic.Int64
+	Established atomic.Int64
+	Failed      atomic.Int64
+	Dropped     atomic.Int64
+	Sent        atomic.Uint64
+	Received    atomic.Uint64
+	// Closing is set during teardown: connections ending then are not
+	// counted as dropped.
+	Closing atomic.Bool
+
+	mu       sync.Mutex
+	failures map[string]int64
+}
+
+// Fail counts a connection failure by cause.
+func (s *Stats) Fail(cause string) {
+	s.mu.Lock()
+	if s.failures == nil {
+		s.failures = make(map[string]int64)
+	}
+	s.failures[cause]++
+	s.mu.Unlock()
+}
+
+// Failures returns a copy of the failure counts.
+func (s *Stats) Failures() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(s.failures))
+	for k, v := range s.failures {
+		out[k] = v
+	}
+	return out
+}
+
+// Share returns the offset and size of this process's part of total items.
+func (e *Env) Share(total int) (off, n int) {
+	return Share(total, e.Opts.ChildIndex, max(e.Opts.ChildCount, 1))
+}
+
+// ShareRate returns this process's part of an aggregate rate.
+func (e *Env) ShareRate(rate float64) float64 {
+	_, n := Share(e.Opts.Conns, e.Opts.ChildIndex, max(e.Opts.ChildCount, 1))
+	if e.Opts.Conns == 0 {
+		return 0
+	}
+	return rate * float64(n) / float64(e.Opts.Conns)
+}
+
+// Barrier waits until every bench process has reached the barrier called
+// name; the runner may measure something there (the server's memory at
+// "measure").
+func (e *Env) Barrier(ctx context.Context, name string) error {
+	if e.barrier == nil {
+		return nil
+	}
+	return e.barrier(ctx, name)
+}
+
+// Recorder returns the latency recorder called name, creating it. The first
+// one created is the one the progress line shows.
+func (e *Env) Recorder(name string) *Recorder {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if r, ok := e.recorders[name]; ok {
+		return r
+	}
+	if e.recorders == nil {
+		e.recorders = make(map[string]*Recorder)
+	}
+	r := NewRecorder()
+	e.recorders[name] = r
+	if e.main == "" {
+		e.main = name
+	}
+	return r
+}
+
+func (e *Env) mainRecorder() *Recorder {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.recorders[e.main]
+}
+
+// ConnHandler is what a scenario handles of its connections; the ramp
+// counts opens, failures and handshake latency around it.
+type ConnHandler = client.Handler
+
+// StopConns closes every connection and waits until no handler runs, so
+// that the scenario can read what its handlers counted. Calling it twice is
+// safe.
+func (e *Env) StopConns() {
+	e.Stats.Closing.Store(true)
+	_ = e.Engine.Close()
+}
+
+// rampHandler counts around a scenario's handler.
+type rampHandler struct {
+	env       *Env
+	inner     ConnHandler
+	handshake *Recorder
+	resolved  atomic.Int64
+	lastOpen  atomic.Int64
+	done      chan struct{}
+	target    int64
+	once      sync.Once
+}
+
+func (h *rampHandler) resolve() {
+	if h.resolved.Add(1) == h.target {
+		h.once.Do(func() { close(h.done) })
+	}
+}
+
+func (h *rampHandler) Open(c *client.Conn) {
+	h.env.Stats.Established.Add(1)
+	h.handshake.Record(c.Opened() - c.Started())
+	h.lastOpen.Store(c.Opened())
+	h.inner.Open(c)
+	h.resolve()
+}
+
+func (h *rampHandler) Message(c *client.Conn, op ws.OpCode, p []byte, now int64) {
+	h.inner.Message(c, op, p, now)
+}
+
+func (h *rampHandler) Closed(c *client.Conn, err error) {
+	if c.Opened() == 0 {
+		h.env.Stats.Failed.Add(1)
+		h.env.Stats.Fail(client.Cause(err))
+		h.resolve()
+	} else if err != nil && !h.env.Stats.Closing.Load() {
+		h.env.Stats.Dropped.Add(1)
+		h.env.Stats.Fail("dropped: " + client.Cause(err))
+	}
+	h.inner.Closed(c, err)
+}
+
+// Ramp opens n connections at rate per second, paced open loop, with
+// indexes 0..n-1, and waits until each is open or failed (or ctx is done).
+// It returns the connections by index; failed dials leave nil. It records
+// handshake latencies (dial to checked 101) as "handshake", and the ramp's
+// duration and connect rate in the report.
+func (e *Env) Ramp(ctx context.Context, n int, rate float64, h ConnHandler) []*client.Conn {
+	e.Stats.Target.Add(int64(n))
+	conns := make([]*client.Conn, n)
+	if n == 0 {
+		return conns
+	}
+	rh := &rampHandler{env: e, inner: h, handshake: e.Recorder("handshake"), done: make(chan struct{}), target: int64(n)}
+	start := e.Clock.Now()
+	p := Pacer{Clock: e.Clock, Schedule: Schedule{Start: start, Rate: rate}, Limit: uint64(n)}
+	var mu sync.Mutex
+	st := p.Run(ctx, func(k uint64, _, _ int64) {
+		c, err := e.Engine.Dial(rh, int(k))
+		if err != nil {
+			e.Stats.Failed.Add(1)
+			e.Stats.Fail(client.Cause(err))
+			rh.resolve()
+			return
+		}
+		mu.Lock()
+		conns[k] = c
+		mu.Unlock()
+	})
+	e.mu.Lock()
+	e.Report.Self.DialLate += st.Late
+	e.Report.Self.MaxDialLateUs = max(e.Report.Self.MaxDialLateUs, st.MaxLateNs/1000)
+	e.mu.Unlock()
+	select {
+	case <-rh.done:
+	case <-ctx.Done():
+	case <-time.After(e.Opts.HandshakeTimeout + 2*time.Second):
+	}
+	end := rh.lastOpen.Load()
+	if end == 0 {
+		end = e.Clock.Now()
+	}
+	r := &e.Report.Conns
+	r.RampSec = float64(end-start) / 1e9
+	if r.RampSec > 0 {
+		r.ConnectRate = float64(e.Stats.Established.Load()) / r.RampSec
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return conns
+}

@@ -1,0 +1,132 @@
+package bench
+
+import (
+	"flag"
+	"fmt"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shoal-gw/shoal/bench/client"
+)
+
+// MaxConnsPerProc is the most connections one bench process takes by
+// default: well under the 20000 open files a process may have here, with
+// room for the poller, pipes and the odd log file.
+const MaxConnsPerProc = 15000
+
+// Options are the flags every scenario shares.
+type Options struct {
+	URL              string
+	Conns            int
+	Rate             float64 // connections per second during the ramp
+	Source           string
+	ServerPIDs       string
+	Admin            string
+	Procs            int
+	JSON             string
+	HandshakeTimeout time.Duration
+	Workers          int
+
+	// ChildIndex and ChildCount are set by a parent on its children.
+	ChildIndex, ChildCount int
+}
+
+func (o *Options) register(fs *flag.FlagSet, defaultRate float64) {
+	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/ws/echo", "target `URL`")
+	fs.IntVar(&o.Conns, "conns", 1000, "connections (all processes together)")
+	fs.Float64Var(&o.Rate, "rate", defaultRate, "connections opened per second during the ramp (all processes together)")
+	fs.StringVar(&o.Source, "source", "", "source addresses, a range such as 127.0.0.2-127.0.0.250 or a comma list (default for a loopback target: "+client.DefaultSources+")")
+	fs.StringVar(&o.ServerPIDs, "server-pid", "", "server process ids, comma separated, whose resident memory is measured")
+	fs.StringVar(&o.Admin, "admin", "", "shoal admin endpoint (host:port); its /procs list gives the server processes to measure")
+	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("bench processes (default: enough for at most %d connections each)", MaxConnsPerProc))
+	fs.StringVar(&o.JSON, "json", "", "write the full report as JSON to `FILE`")
+	fs.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 10*time.Second, "limit on connect plus WebSocket handshake")
+	fs.IntVar(&o.Workers, "workers", 0, "goroutines that read and write connections (default 4 per CPU)")
+	fs.IntVar(&o.ChildIndex, "child-index", 0, "set by the parent process on its children")
+	fs.IntVar(&o.ChildCount, "child-count", 0, "set by the parent process on its children")
+}
+
+// check validates the shared flags.
+func (o *Options) check() error {
+	u, err := url.Parse(o.URL)
+	if err != nil || u.Scheme != "ws" || u.Host == "" {
+		return fmt.Errorf("%w: --url %q: want ws://host:port/path", ErrUsage, o.URL)
+	}
+	if o.Conns <= 0 {
+		return fmt.Errorf("%w: --conns must be positive", ErrUsage)
+	}
+	if o.Rate <= 0 {
+		return fmt.Errorf("%w: --rate must be positive", ErrUsage)
+	}
+	if o.ChildCount > 0 && (o.ChildIndex < 0 || o.ChildIndex >= o.ChildCount) {
+		return fmt.Errorf("%w: --child-index %d of %d", ErrUsage, o.ChildIndex, o.ChildCount)
+	}
+	if _, err := o.sources(); err != nil {
+		return fmt.Errorf("%w: --source: %w", ErrUsage, err)
+	}
+	if _, err := parsePIDs(o.ServerPIDs); err != nil {
+		return err
+	}
+	return nil
+}
+
+// procs is the number of processes to run.
+func (o *Options) procs() int {
+	if o.Procs > 0 {
+		return o.Procs
+	}
+	return max(1, (o.Conns+MaxConnsPerProc-1)/MaxConnsPerProc)
+}
+
+// sources is the source address list: --source, or the default range for a
+// loopback target.
+func (o *Options) sources() ([]client.Addr, error) {
+	if o.Source != "" {
+		return client.ParseSources(o.Source)
+	}
+	u, err := url.Parse(o.URL)
+	if err != nil {
+		return nil, nil
+	}
+	ap, err := client.ResolveTarget(u)
+	if err != nil || !ap.Addr().IsLoopback() || !ap.Addr().Is4() {
+		return nil, nil
+	}
+	return client.ParseSources(client.DefaultSources)
+}
+
+func parsePIDs(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%w: --server-pid: %q is not a process id", ErrUsage, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// Share returns the offset and size of part i of n of total items: the
+// first total%n parts get one more.
+func Share(total, i, n int) (off, size int) {
+	if n <= 1 {
+		return 0, total
+	}
+	q, r := total/n, total%n
+	size = q
+	if i < r {
+		size++
+	}
+	off = i*q + min(i, r)
+	return off, size
+}
+
+// defaultWorkers is the pool size when --workers is not given.
+func defaultWorkers() int { return max(8, 4*runtime.GOMAXPROCS(0)) }
