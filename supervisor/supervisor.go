@@ -190,6 +190,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	s.awaitWorkers(ctx, 30*time.Second)
+	s.awaitServices(ctx, 30*time.Second)
 	s.log.Info("shoal serving",
 		"ws", "ws://"+s.addr+"/ws/<service>",
 		"workers", s.cfg.Workers,
@@ -409,6 +410,35 @@ func (s *Supervisor) awaitWorkers(ctx context.Context, limit time.Duration) {
 			return
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// awaitServices waits until every bundled service subscribed to its
+// subject: core NATS drops what nobody listens to, so a client that
+// connected before its service was up would lose its first messages. Only
+// the embedded server can be asked for interest; with an external one the
+// wait is skipped.
+func (s *Supervisor) awaitServices(ctx context.Context, limit time.Duration) {
+	if s.embedded == nil || len(s.cfg.Services) == 0 {
+		return
+	}
+	acc := s.embedded.Server().GlobalAccount()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for _, name := range s.cfg.Services {
+		subject := s.subj.Service(name)
+		for !acc.SubscriptionInterest(subject) {
+			select {
+			case <-tick.C:
+			case <-deadline.C:
+				s.log.Warn("services not subscribed yet", "service", name, "waited", limit)
+				return
+			case <-ctx.Done():
+				return
+			}
 		}
 	}
 }

@@ -23,6 +23,9 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/supervisor"
 )
 
@@ -54,6 +57,7 @@ type fleet struct {
 	cmd   *exec.Cmd
 	ws    string // ws://host:port
 	admin string // http://host:port
+	nats  string // the bus's client URL
 	exit  chan error
 }
 
@@ -86,10 +90,11 @@ func startServe(t *testing.T, args ...string) *fleet {
 			logs.Write(sc.Bytes())
 			logs.WriteByte('\n')
 			logMu.Unlock()
-			var rec struct{ Msg, WS, Admin string }
+			var rec struct{ Msg, WS, Admin, NATS string }
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "shoal serving" {
 				f.ws = strings.TrimSuffix(rec.WS, "/ws/<service>")
 				f.admin = rec.Admin
+				f.nats = rec.NATS
 				close(ready)
 			}
 		}
@@ -250,6 +255,36 @@ func tcpSockets(t *testing.T) []tcpSocket {
 
 // TestServeFleet runs the real process tree: a supervisor, two workers
 // sharing one port, the echo service, and the embedded NATS server.
+// TestServingMeansServicesListen: once serve says it serves, every
+// bundled service is subscribed, so a client's first message is not
+// dropped by a bus with nobody listening.
+func TestServingMeansServicesListen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	f := startServe(t, "--workers", "1", "--services", "echo,fanout")
+	nc, err := nats.Connect(f.nats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for _, name := range []string{"echo", "fanout"} {
+		// A request with no subscriber fails at once with no responders; a
+		// subscribed service ignores this header-less probe, so the request
+		// times out instead.
+		_, err := nc.Request(bus.Subjects{}.Service(name), nil, 200*time.Millisecond)
+		if errors.Is(err, nats.ErrNoResponders) {
+			t.Errorf("service %s not subscribed when serve announced itself", name)
+		} else if !errors.Is(err, nats.ErrTimeout) {
+			t.Errorf("probe of %s: %v, want a timeout", name, err)
+		}
+	}
+	f.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-f.exit; err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+}
+
 func TestServeFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
