@@ -2,7 +2,7 @@
 # steps that use them, installs what it needs itself).
 GO ?= go
 
-.PHONY: test check fmt vet unit conformance build clean
+.PHONY: test check fmt vet unit peers conformance build clean
 
 test: check unit conformance
 
@@ -14,8 +14,12 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-unit:
+unit: peers
 	$(GO) test -race -count=1 ./...
+
+# The bench peers are a module of their own, which ./... from here skips.
+peers:
+	cd bench/peers && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # Autobahn|Testsuite against `shoal serve`; the HTML report lands in
 # autobahn-report/index.html.

@@ -13,6 +13,11 @@ var (
 	// ErrBarrier reports a barrier that could not be passed (the parent
 	// went away, or a child did).
 	ErrBarrier = errors.New("bench: barrier failed")
+	// ErrTarget reports a target server of compare or sweep that could not
+	// be started, or did not stop cleanly.
+	ErrTarget = errors.New("bench: target server failed")
+	// ErrPeers reports that the peer servers could not be found or built.
+	ErrPeers = errors.New("bench: peer servers unavailable")
 	// ErrSnapshot reports a histogram snapshot that cannot be imported.
 	ErrSnapshot = errors.New("bench: bad histogram snapshot")
 )

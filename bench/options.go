@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,7 @@ type Options struct {
 	Admin            string
 	Procs            int
 	JSON             string
+	Plot             string
 	HandshakeTimeout time.Duration
 	Workers          int
 
@@ -43,6 +45,7 @@ func (o *Options) register(fs *flag.FlagSet, defaultRate float64) {
 	fs.StringVar(&o.Admin, "admin", "", "shoal admin endpoint (host:port); its /procs list gives the server processes to measure")
 	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("bench processes (default: enough for at most %d connections each)", MaxConnsPerProc))
 	fs.StringVar(&o.JSON, "json", "", "write the full report as JSON to `FILE`")
+	fs.StringVar(&o.Plot, "plot", "", "draw the latency percentile curve and the throughput over time as SVG in `FILE`")
 	fs.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 10*time.Second, "limit on connect plus WebSocket handshake")
 	fs.IntVar(&o.Workers, "workers", 0, "goroutines that read and write connections (default 4 per CPU)")
 	fs.IntVar(&o.ChildIndex, "child-index", 0, "set by the parent process on its children")
@@ -99,6 +102,16 @@ func (o *Options) sources() ([]client.Addr, error) {
 }
 
 func parsePIDs(s string) ([]int, error) {
+	pids, err := parseInts(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --server-pid: %w", ErrUsage, err)
+	}
+	return pids, nil
+}
+
+// parseInts parses a comma list of distinct positive integers; an empty
+// list is nil.
+func parseInts(s string) ([]int, error) {
 	var out []int
 	for f := range strings.SplitSeq(s, ",") {
 		if f = strings.TrimSpace(f); f == "" {
@@ -106,7 +119,10 @@ func parsePIDs(s string) ([]int, error) {
 		}
 		n, err := strconv.Atoi(f)
 		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("%w: --server-pid: %q is not a process id", ErrUsage, f)
+			return nil, fmt.Errorf("%q is not a positive integer", f)
+		}
+		if slices.Contains(out, n) {
+			return nil, fmt.Errorf("%d twice", n)
 		}
 		out = append(out, n)
 	}

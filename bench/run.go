@@ -41,11 +41,13 @@ type Config struct {
 // Usage is the usage text of shoal bench.
 func Usage() string {
 	var b strings.Builder
-	b.WriteString("Usage: shoal bench SCENARIO [flags]\n\nScenarios:\n")
+	b.WriteString("Usage: shoal bench SCENARIO [flags]\n       shoal bench compare --scenario SCENARIO [--targets shoal,gorilla,nbio,gws] [flags]\n       shoal bench sweep --scenario SCENARIO [--workers 1,2,4,8] [flags]\n\nScenarios:\n")
 	for _, s := range Scenarios() {
 		fmt.Fprintf(&b, "  %-8s %s\n", s.Name(), s.Summary())
 	}
-	b.WriteString("\nRun \"shoal bench SCENARIO -h\" for its flags.\n")
+	b.WriteString("\ncompare runs a scenario against shoal and each peer server in turn, each started by the tool;\n")
+	b.WriteString("sweep runs it against shoal serve --workers N for each N.\n")
+	b.WriteString("\nRun \"shoal bench SCENARIO -h\" or \"shoal bench compare --scenario SCENARIO -h\" for the flags.\n")
 	return b.String()
 }
 
@@ -228,6 +230,11 @@ func (r *runner) output(rep *Report, runErr error) error {
 		}
 		if err := f.Close(); err != nil {
 			return fmt.Errorf("bench: --json: %w", err)
+		}
+	}
+	if r.opts.Plot != "" {
+		if err := writeFile(r.opts.Plot, plotOf(rep).WriteSVG); err != nil {
+			return fmt.Errorf("bench: --plot: %w", err)
 		}
 	}
 	return runErr
