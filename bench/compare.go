@@ -127,6 +127,16 @@ func figures(scenario string) []figure {
 			}
 			return r.Server.PerConnBytes, true
 		}},
+		{key: "worker_rss_per_conn_bytes", label: "  of which workers", format: fmtBytes, value: func(r *Report) (float64, bool) {
+			if r.Server == nil || r.Conns.Established == 0 {
+				return 0, false
+			}
+			roles, kib := r.Server.RoleGrowth()
+			if i := slices.Index(roles, "worker"); i >= 0 {
+				return float64(kib[i]) * 1024 / float64(r.Conns.Established), true
+			}
+			return 0, false
+		}},
 		{key: "throughput_per_sec", label: rate, format: fmtRate, value: msgs(func(r *Report) float64 { return r.Messages.RecvPerSec })},
 		{key: "latency_p50_us", label: latName + " p50", format: fmtLat, value: lat(func(l *Latency) int64 { return l.P50Us })},
 		{key: "latency_p90_us", label: latName + " p90", format: fmtLat, value: lat(func(l *Latency) int64 { return l.P90Us })},

@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -70,6 +71,30 @@ type ServerMemory struct {
 	AfterKiB  int64    `json:"after_kib"`
 	// PerConnBytes is (after - before) / established connections.
 	PerConnBytes float64 `json:"per_conn_bytes"`
+	// ProcBeforeKiB and ProcAfterKiB are each process's share, in the
+	// order of PIDs.
+	ProcBeforeKiB []int64 `json:"proc_before_kib,omitempty"`
+	ProcAfterKiB  []int64 `json:"proc_after_kib,omitempty"`
+}
+
+// RoleGrowth returns the growth in KiB of the processes of each role,
+// roles in order of first appearance.
+func (s *ServerMemory) RoleGrowth() (roles []string, kib []int64) {
+	if len(s.ProcAfterKiB) != len(s.PIDs) || len(s.ProcBeforeKiB) != len(s.PIDs) || len(s.Roles) != len(s.PIDs) {
+		return nil, nil
+	}
+	at := map[string]int{}
+	for i, role := range s.Roles {
+		j, ok := at[role]
+		if !ok {
+			j = len(roles)
+			at[role] = j
+			roles = append(roles, role)
+			kib = append(kib, 0)
+		}
+		kib[j] += s.ProcAfterKiB[i] - s.ProcBeforeKiB[i]
+	}
+	return roles, kib
 }
 
 // SelfCheck is the tool's judgement of itself.
@@ -190,6 +215,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if s := r.Server; s != nil {
 		row("server RSS", "%d KiB -> %d KiB (pids %v): %.0f bytes/conn", s.BeforeKiB, s.AfterKiB, s.PIDs, s.PerConnBytes)
+		if roles, kib := s.RoleGrowth(); len(roles) > 1 {
+			var parts []string
+			for i, role := range roles {
+				part := fmt.Sprintf("%s %+d KiB", role, kib[i])
+				if r.Conns.Established > 0 {
+					part += fmt.Sprintf(" (%.0f B/conn)", float64(kib[i])*1024/float64(r.Conns.Established))
+				}
+				parts = append(parts, part)
+			}
+			row("  by role", "%s", strings.Join(parts, ", "))
+		}
 	}
 	row("bench CPU", "%.0f%% of %d CPU(s) (peak second %.0f%%)", 100*r.Self.CPU, r.Self.CPUs, 100*r.Self.PeakCPU)
 	for _, e := range r.Errors {

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +109,22 @@ func TestMergeReports(t *testing.T) {
 	// 18 members saw all 10.
 	if m.Messages.Expected != 180 || m.Messages.Lost != 0 || m.Messages.MembersWithLoss != 0 {
 		t.Errorf("fanout: %+v", m.Messages)
+	}
+}
+
+func TestRoleGrowth(t *testing.T) {
+	s := &ServerMemory{
+		PIDs:          []int{1, 2, 3, 4},
+		Roles:         []string{"supervisor", "worker", "worker", "service"},
+		ProcBeforeKiB: []int64{100, 50, 60, 40},
+		ProcAfterKiB:  []int64{110, 150, 260, 39},
+	}
+	roles, kib := s.RoleGrowth()
+	if !slices.Equal(roles, []string{"supervisor", "worker", "service"}) || !slices.Equal(kib, []int64{10, 300, -1}) {
+		t.Fatalf("RoleGrowth = %v %v", roles, kib)
+	}
+	s.ProcAfterKiB = s.ProcAfterKiB[:3]
+	if roles, _ := s.RoleGrowth(); roles != nil {
+		t.Fatalf("mismatched lengths gave %v", roles)
 	}
 }

@@ -160,7 +160,7 @@ func (r *runner) newMemory(ctx context.Context) *memory {
 		m.err = err
 		return m
 	}
-	m.mem = &ServerMemory{PIDs: pids, Roles: roles, BeforeKiB: before}
+	m.mem = &ServerMemory{PIDs: pids, Roles: roles, BeforeKiB: sum(before), ProcBeforeKiB: before}
 	return m
 }
 
@@ -175,7 +175,15 @@ func (m *memory) measure() {
 		m.err = err
 		return
 	}
-	m.mem.AfterKiB = after
+	m.mem.AfterKiB, m.mem.ProcAfterKiB = sum(after), after
+}
+
+func sum(v []int64) int64 {
+	var t int64
+	for _, x := range v {
+		t += x
+	}
+	return t
 }
 
 func (m *memory) fill(rep *Report) {

@@ -114,30 +114,30 @@ func (m *cpuMeter) share(cpu, wall time.Duration) float64 {
 	return float64(cpu) / float64(wall) / float64(m.cpus)
 }
 
-// rssKiB sums VmRSS of pids from /proc/<pid>/status.
-func rssKiB(pids []int) (int64, error) {
-	var total int64
-	for _, pid := range pids {
+// rssKiB reads VmRSS of each of pids from /proc/<pid>/status.
+func rssKiB(pids []int) ([]int64, error) {
+	out := make([]int64, len(pids))
+	for i, pid := range pids {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 		if err != nil {
-			return 0, fmt.Errorf("bench: server pid %d: %w", pid, err)
+			return nil, fmt.Errorf("bench: server pid %d: %w", pid, err)
 		}
 		found := false
 		for line := range strings.SplitSeq(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 				n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 				if err != nil {
-					return 0, fmt.Errorf("bench: server pid %d: VmRSS %q", pid, v)
+					return nil, fmt.Errorf("bench: server pid %d: VmRSS %q", pid, v)
 				}
-				total += n
+				out[i] = n
 				found = true
 			}
 		}
 		if !found {
-			return 0, fmt.Errorf("bench: server pid %d: no VmRSS (a zombie?)", pid)
+			return nil, fmt.Errorf("bench: server pid %d: no VmRSS (a zombie?)", pid)
 		}
 	}
-	return total, nil
+	return out, nil
 }
 
 // AdminProc is one entry of the admin endpoint's /procs list.
