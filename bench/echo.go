@@ -66,7 +66,7 @@ func (h *echoHandler) Message(c *client.Conn, op ws.OpCode, p []byte, now int64)
 	}
 	ec.track.See(pl.Seq)
 	h.rtt.Record(pl.Latency(now))
-	h.env.Stats.Received.Add(1)
+	h.env.Stats.Got(now)
 }
 
 func (h *echoHandler) Closed(*client.Conn, error) {}
@@ -143,7 +143,7 @@ func (s *echoScenario) Run(ctx context.Context, env *Env) error {
 		}
 		m.Duplicated += ec.track.Dups
 	}
-	m.Seconds = s.duration.Seconds()
+	m.Seconds, m.RecvSeconds = s.duration.Seconds(), env.Stats.Window(start, s.duration)
 	sendErrs.Range(func(k, v any) bool {
 		env.Report.Errors = append(env.Report.Errors, fmt.Sprintf("send failed (%s): %d", k, v.(*atomic.Uint64).Load()))
 		return true

@@ -39,12 +39,31 @@ type Stats struct {
 	Dropped     atomic.Int64
 	Sent        atomic.Uint64
 	Received    atomic.Uint64
+	// LastRecv is the clock reading of the latest message received; the
+	// receive rate spans up to it, so that a server that delivers late is
+	// not credited with the rate it was sent at.
+	LastRecv atomic.Int64
 	// Closing is set during teardown: connections ending then are not
 	// counted as dropped.
 	Closing atomic.Bool
 
 	mu       sync.Mutex
 	failures map[string]int64
+}
+
+// Got counts a message received at now.
+func (s *Stats) Got(now int64) {
+	s.Received.Add(1)
+	s.LastRecv.Store(now)
+}
+
+// Window returns the measured window of a run that sent for d from start:
+// d, or longer when the last message arrived after start+d.
+func (s *Stats) Window(start int64, d time.Duration) float64 {
+	if last := s.LastRecv.Load(); last-start > int64(d) {
+		return float64(last-start) / 1e9
+	}
+	return d.Seconds()
 }
 
 // Fail counts a connection failure by cause.

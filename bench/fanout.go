@@ -88,7 +88,7 @@ func (h *fanoutHandler) Message(c *client.Conn, op ws.OpCode, p []byte, now int6
 	if !ok {
 		return
 	}
-	h.env.Stats.Received.Add(1)
+	h.env.Stats.Got(now)
 	if pl.Sender != uint64(m.room) {
 		m.foreign++
 		return
@@ -183,7 +183,7 @@ joined:
 	m.Late, m.MaxLateUs = st.Late, st.MaxLateNs/1000
 	m.Sent = env.Stats.Sent.Load()
 	m.Received = env.Stats.Received.Load()
-	m.Seconds = s.duration.Seconds()
+	m.Seconds, m.RecvSeconds = s.duration.Seconds(), env.Stats.Window(start, s.duration)
 	counts := make(map[[2]uint64]int64)
 	for i := range h.members {
 		mb := &h.members[i]

@@ -56,9 +56,13 @@ type MessageStats struct {
 	Duplicated uint64  `json:"duplicated"`
 	Late       uint64  `json:"late"` // sent more than 10ms after due
 	MaxLateUs  int64   `json:"max_late_us"`
-	Seconds    float64 `json:"seconds"` // the measured window
-	SentPerSec float64 `json:"sent_per_second"`
-	RecvPerSec float64 `json:"received_per_second"`
+	Seconds    float64 `json:"seconds"` // the send window
+	// RecvSeconds runs from the start of sending to the last receipt, at
+	// least Seconds: a server that falls behind delivers over a longer
+	// window than the one it was sent in.
+	RecvSeconds float64 `json:"receive_seconds"`
+	SentPerSec  float64 `json:"sent_per_second"`
+	RecvPerSec  float64 `json:"received_per_second"`
 	// MembersWithLoss counts receivers that missed at least one message.
 	MembersWithLoss int64 `json:"members_with_loss"`
 }
@@ -204,7 +208,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if m := r.Messages; m.Sent > 0 || m.Received > 0 {
 		row("messages", "%d sent, %d received, %d expected", m.Sent, m.Received, m.Expected)
-		row("rates", "%.0f sent/s, %.0f received/s over %.1fs", m.SentPerSec, m.RecvPerSec, m.Seconds)
+		row("rates", "%.0f sent/s over %.1fs, %.0f received/s over %.1fs", m.SentPerSec, m.Seconds, m.RecvPerSec, m.RecvSeconds)
 		row("lost / duplicated", "%d / %d (members with loss: %d)", m.Lost, m.Duplicated, m.MembersWithLoss)
 		row("sent late (>10ms)", "%d (max %s)", m.Late, fmtUs(m.MaxLateUs))
 	}

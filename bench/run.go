@@ -254,7 +254,7 @@ func finish(rep *Report) {
 	m := &rep.Messages
 	if m.Seconds > 0 {
 		m.SentPerSec = float64(m.Sent) / m.Seconds
-		m.RecvPerSec = float64(m.Received) / m.Seconds
+		m.RecvPerSec = float64(m.Received) / max(m.Seconds, m.RecvSeconds)
 	}
 	for _, p := range rep.Timeline {
 		rep.Self.PeakCPU = max(rep.Self.PeakCPU, p.CPU)
@@ -436,6 +436,7 @@ func mergeReports(parts []*Report) (*Report, error) {
 		m.Late += pm.Late
 		m.MaxLateUs = max(m.MaxLateUs, pm.MaxLateUs)
 		m.Seconds = max(m.Seconds, pm.Seconds)
+		m.RecvSeconds = max(m.RecvSeconds, pm.RecvSeconds)
 		m.MembersWithLoss += pm.MembersWithLoss
 		for name, l := range p.Latency {
 			snaps[name] = append(snaps[name], l.Snapshot)

@@ -154,3 +154,26 @@ func TestFanoutAgainstShoal(t *testing.T) {
 		t.Fatalf("delivery latencies %+v", l)
 	}
 }
+
+// TestReceiveWindow: a server that delivers after the send window is
+// credited with the rate it delivered at, not the rate it was sent at.
+func TestReceiveWindow(t *testing.T) {
+	var s Stats
+	start := int64(1e9)
+	if w := s.Window(start, 2*time.Second); w != 2 {
+		t.Fatalf("nothing received: window %v, want 2", w)
+	}
+	s.Got(start + int64(time.Second))
+	if w := s.Window(start, 2*time.Second); w != 2 {
+		t.Fatalf("received within the window: %v, want 2", w)
+	}
+	s.Got(start + int64(5*time.Second))
+	if w := s.Window(start, 2*time.Second); w != 5 {
+		t.Fatalf("received 3s late: window %v, want 5", w)
+	}
+	rep := &Report{Messages: MessageStats{Sent: 100, Received: 1000, Seconds: 2, RecvSeconds: 5}}
+	finish(rep)
+	if rep.Messages.SentPerSec != 50 || rep.Messages.RecvPerSec != 200 {
+		t.Fatalf("rates %v sent/s, %v received/s; want 50 and 200", rep.Messages.SentPerSec, rep.Messages.RecvPerSec)
+	}
+}

@@ -28,12 +28,15 @@ type Life struct {
 // ShardStats are a shard's counters since it started. Counters only grow;
 // Conns and Rooms are current values.
 type ShardStats struct {
-	Conns       int64             `json:"conns"`
-	Rooms       int64             `json:"rooms"`
-	Upgrades    uint64            `json:"upgrades"`
-	Rejected    map[string]uint64 `json:"rejected,omitempty"` // handshake rejections by reason
-	FramesIn    uint64            `json:"frames_in"`
-	FramesOut   uint64            `json:"frames_out"`
+	Conns     int64             `json:"conns"`
+	Rooms     int64             `json:"rooms"`
+	Upgrades  uint64            `json:"upgrades"`
+	Rejected  map[string]uint64 `json:"rejected,omitempty"` // handshake rejections by reason
+	FramesIn  uint64            `json:"frames_in"`
+	FramesOut uint64            `json:"frames_out"`
+	// Writes counts write syscalls on client sockets: FramesOut over
+	// Writes is how many frames a syscall carried on average.
+	Writes      uint64            `json:"writes"`
 	BytesIn     uint64            `json:"bytes_in"`
 	BytesOut    uint64            `json:"bytes_out"`
 	MessagesIn  uint64            `json:"messages_in"`

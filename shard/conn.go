@@ -68,6 +68,7 @@ type conn struct {
 	peerClose   bool          // the peer's close frame arrived
 	flushing    bool          // a goroutine is writing the queue out
 	waitOut     bool          // waiting for write readiness
+	corked      bool          // in the dispatcher's batch of connections to flush
 	after       afterFlush    // once the queued close frame is out
 	interest    netpoll.Event // armed one-shot interest
 	refs        int16         // goroutines inside a syscall on fd

@@ -41,12 +41,17 @@ func (s *Shard) dispatch() {
 	for {
 		select {
 		case m := <-s.inbox:
+			s.cork = len(s.inbox) > 0
 			s.handle(m)
 		case <-s.stop:
+			s.uncork()
 			if len(s.pendingJoins) > 0 {
 				s.confirmJoins()
 			}
 			return
+		}
+		if len(s.corked) > 0 && (len(s.inbox) == 0 || s.corkMsgs >= corkMaxMsgs || s.corkBytes >= s.corkMaxBytes()) {
+			s.uncork()
 		}
 		if len(s.pendingJoins) > 0 && len(s.inbox) == 0 {
 			s.confirmJoins()

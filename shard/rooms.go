@@ -152,8 +152,9 @@ func (s *Shard) fanout(m *nats.Msg) {
 		return
 	}
 	frame := s.frameOf(m)
+	s.countCork(frame)
 	for _, c := range r.members {
-		c.write(frame)
+		s.deliver(c, frame)
 	}
 	s.stats.messagesOut.Add(uint64(len(r.members)))
 }
@@ -161,10 +162,11 @@ func (s *Shard) fanout(m *nats.Msg) {
 // broadcast delivers a message to every connection of the shard.
 func (s *Shard) broadcast(m *nats.Msg) {
 	frame := s.frameOf(m)
+	s.countCork(frame)
 	s.connsMu.RLock()
 	defer s.connsMu.RUnlock()
 	for _, c := range s.conns {
-		c.write(frame)
+		s.deliver(c, frame)
 	}
 	s.stats.messagesOut.Add(uint64(len(s.conns)))
 }

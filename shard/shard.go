@@ -140,6 +140,11 @@ type Shard struct {
 	cmdSub       *nats.Subscription
 	allSub       *nats.Subscription
 	pendingJoins []pendingJoin // dispatcher goroutine only
+	// The dispatcher's batch (see deliver); dispatcher goroutine only.
+	cork      bool
+	corked    []*conn
+	corkMsgs  int
+	corkBytes int
 
 	stats stats
 

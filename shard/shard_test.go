@@ -3,6 +3,7 @@ package shard
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -600,4 +601,54 @@ func TestAnswersBeforeProtocolClose(t *testing.T) {
 			tc.expectClose(1002)
 		})
 	}
+}
+
+// TestFanoutBatches: room messages that pile up in the inbox are written
+// to each member in batches, one writev for many frames, and still arrive
+// complete and in order, interleaved with broadcasts as published.
+func TestFanoutBatches(t *testing.T) {
+	h := startShard(t, nil)
+	var clients []*testClient
+	for range 3 {
+		c, id := h.connect("/ws/echo")
+		if e := h.command(id, bus.CmdJoin, map[string]string{bus.HeaderRoom: "r"}, nil); e != "" {
+			t.Fatalf("join: %s", e)
+		}
+		clients = append(clients, c)
+	}
+	const n = 200
+	before := h.s.Stats()
+	// Stall the dispatcher on the first message so that the rest wait in
+	// the inbox together.
+	h.s.roomsMu.Lock()
+	var want []string
+	for i := range n {
+		subject, msg := h.subj.Room("r"), fmt.Sprintf("m%d", i)
+		if i%50 == 49 {
+			subject, msg = h.subj.All(), fmt.Sprintf("all%d", i)
+		}
+		must(t, h.nc.Publish(subject, []byte(msg)))
+		want = append(want, msg)
+	}
+	must(t, h.nc.Flush())
+	waitFor(t, "the inbox to fill", func() bool { return len(h.s.inbox) >= n-1 })
+	h.s.roomsMu.Unlock()
+
+	for i, c := range clients {
+		for _, w := range want {
+			if _, p := c.readMessage(); string(p) != w {
+				t.Fatalf("client %d got %q, want %q", i, p, w)
+			}
+		}
+	}
+	after := h.s.Stats()
+	frames, writes := after.FramesOut-before.FramesOut, after.Writes-before.Writes
+	if frames != 3*n {
+		t.Fatalf("%d frames out, want %d", frames, 3*n)
+	}
+	// One message at a time would take a write per frame.
+	if writes*4 > frames {
+		t.Fatalf("%d writes for %d frames: not batched", writes, frames)
+	}
+	t.Logf("%d frames in %d writes", frames, writes)
 }

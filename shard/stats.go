@@ -18,6 +18,7 @@ type stats struct {
 	controlIn      atomic.Uint64
 	messagesOut    atomic.Uint64
 	framesOut      atomic.Uint64
+	writes         atomic.Uint64
 	bytesIn        atomic.Uint64
 	bytesOut       atomic.Uint64
 	busErrors      atomic.Uint64
@@ -58,6 +59,7 @@ func (s *Shard) Stats() bus.ShardStats {
 		Upgrades:    st.upgrades.Load(),
 		FramesIn:    st.messagesIn.Load() + st.controlIn.Load(),
 		FramesOut:   st.framesOut.Load(),
+		Writes:      st.writes.Load(),
 		BytesIn:     st.bytesIn.Load(),
 		BytesOut:    st.bytesOut.Load(),
 		MessagesIn:  st.messagesIn.Load(),

@@ -116,6 +116,7 @@ var (
 	descUpgrades = prometheus.NewDesc("shoal_upgrades_total", "Connections upgraded to WebSocket.", labels, nil)
 	descRejected = prometheus.NewDesc("shoal_handshakes_rejected_total", "Handshakes refused, by reason.", append(labels, "reason"), nil)
 	descFrames   = prometheus.NewDesc("shoal_frames_total", "WebSocket frames, by direction (in: messages and control frames).", append(labels, "direction"), nil)
+	descWrites   = prometheus.NewDesc("shoal_socket_writes_total", "Write syscalls on client sockets; frames out over writes is the frames each carried.", labels, nil)
 	descBytes    = prometheus.NewDesc("shoal_bytes_total", "Bytes on client sockets, by direction.", append(labels, "direction"), nil)
 	descMessages = prometheus.NewDesc("shoal_messages_total", "Messages, by direction (out counts each delivery).", append(labels, "direction"), nil)
 	descCloses   = prometheus.NewDesc("shoal_closes_total", "Connections ended, by close code.", append(labels, "code"), nil)
@@ -126,7 +127,7 @@ var (
 )
 
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descRooms, descUpgrades, descRejected, descFrames, descBytes, descMessages, descCloses, descBusErr, descBusDrop, descRestarts, descLastBeat} {
+	for _, d := range []*prometheus.Desc{descConns, descRooms, descUpgrades, descRejected, descFrames, descWrites, descBytes, descMessages, descCloses, descBusErr, descBusDrop, descRestarts, descLastBeat} {
 		ch <- d
 	}
 }
@@ -173,6 +174,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(descFrames, st.FramesIn, "in")
 		counter(descFrames, st.FramesOut, "out")
+		counter(descWrites, st.Writes)
 		counter(descBytes, st.BytesIn, "in")
 		counter(descBytes, st.BytesOut, "out")
 		counter(descMessages, st.MessagesIn, "in")
