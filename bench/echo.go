@@ -18,10 +18,11 @@ import (
 // echoScenario sends messages open loop at an aggregate rate and measures
 // each round trip from the time the message was due.
 type echoScenario struct {
-	msgRate  float64
-	size     int
-	duration time.Duration
-	drain    time.Duration
+	msgRate    float64
+	size       int
+	duration   time.Duration
+	drain      time.Duration
+	drainLimit time.Duration
 }
 
 func (*echoScenario) Name() string { return "echo" }
@@ -34,7 +35,8 @@ func (s *echoScenario) Flags(fs *flag.FlagSet) {
 	fs.Float64Var(&s.msgRate, "msg-rate", 1000, "messages per second, all connections together")
 	fs.IntVar(&s.size, "size", 64, "message size in bytes (at least 24)")
 	fs.DurationVar(&s.duration, "duration", 10*time.Second, "how long to send")
-	fs.DurationVar(&s.drain, "drain", 5*time.Second, "how long to wait for the last echoes")
+	fs.DurationVar(&s.drain, "drain", 3*time.Second, "once sending stops, how long a silence ends the wait for the last echoes (those missing then count as lost)")
+	fs.DurationVar(&s.drainLimit, "drain-limit", 2*time.Minute, "the longest wait for the last echoes")
 }
 
 // echoConn is the accounting of one connection: sent is written by its
@@ -124,7 +126,7 @@ func (s *echoScenario) Run(ctx context.Context, env *Env) error {
 		})
 	}
 	wg.Wait()
-	waitDrain(ctx, env, s.drain, func() bool { return env.Stats.Received.Load() >= env.Stats.Sent.Load() })
+	waitDrain(ctx, env, s.drain, s.drainLimit, func() bool { return env.Stats.Received.Load() >= env.Stats.Sent.Load() })
 	env.StopConns()
 
 	m := &env.Report.Messages
@@ -162,16 +164,24 @@ func sendCause(err error) string {
 	return err.Error()
 }
 
-// waitDrain waits up to d for done, or until the received count has not
-// moved for half a second.
-func waitDrain(ctx context.Context, env *Env, d time.Duration, done func() bool) {
-	deadline := time.Now().Add(d)
+// waitDrain waits, once sending stopped, until done reports that every
+// message arrived, or until nothing arrived for quiet, or for at most
+// limit. A server that is still delivering, however late, keeps the bench
+// waiting, so that what counts as lost was lost and not merely slow.
+// When limit ends a wait that was still receiving, it says so in the
+// report.
+func waitDrain(ctx context.Context, env *Env, quiet, limit time.Duration, done func() bool) {
+	deadline := time.Now().Add(limit)
 	last, still := env.Stats.Received.Load(), time.Now()
-	for !done() && time.Now().Before(deadline) && ctx.Err() == nil {
+	for !done() && ctx.Err() == nil {
+		if !time.Now().Before(deadline) {
+			env.Report.Errors = append(env.Report.Errors, fmt.Sprintf("still receiving when --drain-limit %s ran out: some of the messages counted lost may only be late", limit))
+			return
+		}
 		env.Clock.Sleep(ctx, 10*time.Millisecond)
 		if r := env.Stats.Received.Load(); r != last {
 			last, still = r, time.Now()
-		} else if time.Since(still) > 500*time.Millisecond {
+		} else if time.Since(still) > quiet {
 			return
 		}
 	}

@@ -22,6 +22,7 @@ type fanoutScenario struct {
 	size        int
 	duration    time.Duration
 	drain       time.Duration
+	drainLimit  time.Duration
 	joinTimeout time.Duration
 }
 
@@ -36,7 +37,8 @@ func (s *fanoutScenario) Flags(fs *flag.FlagSet) {
 	fs.Float64Var(&s.pubRate, "pub-rate", 100, "messages published per second, all rooms together (round robin)")
 	fs.IntVar(&s.size, "size", 256, "message size in bytes (at least 24)")
 	fs.DurationVar(&s.duration, "duration", 10*time.Second, "how long to publish")
-	fs.DurationVar(&s.drain, "drain", 5*time.Second, "how long to wait for the last deliveries")
+	fs.DurationVar(&s.drain, "drain", 3*time.Second, "once publishing stops, how long a silence ends the wait for the last deliveries (those missing then count as lost)")
+	fs.DurationVar(&s.drainLimit, "drain-limit", 2*time.Minute, "the longest wait for the last deliveries")
 	fs.DurationVar(&s.joinTimeout, "join-timeout", 30*time.Second, "how long to wait for every member's joined reply")
 }
 
@@ -164,7 +166,7 @@ joined:
 	if err := env.Barrier(ctx, "published"); err != nil {
 		return err
 	}
-	waitDrain(ctx, env, s.drain, func() bool {
+	waitDrain(ctx, env, s.drain, s.drainLimit, func() bool {
 		if env.Opts.ChildCount > 1 {
 			// Other processes' publishers are not known here.
 			return false
