@@ -319,7 +319,14 @@ func (a *Acceptor) admit(fd int, remote netip.AddrPort) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	a.cfg.Wheel.Schedule(&p.timer, a.cfg.HandshakeTimeout, p)
-	if err := a.cfg.Poller.Add(fd, netpoll.Read|netpoll.OneShot, p.onEvent); err != nil {
+	// A client sends its request as soon as it is connected, so it has
+	// usually arrived by the time a pool goroutine looks: read at once, and
+	// register with the poller only when nothing is there yet. That spares
+	// most connections an epoll registration, its removal and a wake-up.
+	if a.cfg.Pool.TrySchedule(p) {
+		return
+	}
+	if err := p.await(); err != nil {
 		a.log.Warn("register connection", "err", err)
 		p.done = true
 		a.cfg.Wheel.Cancel(&p.timer)

@@ -276,6 +276,28 @@ func TestHeadSplitAcrossWrites(t *testing.T) {
 	}
 }
 
+// A request that arrives well after the connection, when the first read
+// found nothing and the connection waits in the poller, and one that is
+// there at once, are both upgraded.
+func TestRequestBeforeAndAfterAccept(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, delay := range []time.Duration{0, 100 * time.Millisecond} {
+		c := h.dial()
+		time.Sleep(delay)
+		if _, err := io.WriteString(c, wsRequest("/ws/echo")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case u := <-h.upgraded:
+			if u.Service != "echo" {
+				t.Fatalf("delay %s: service %q", delay, u.Service)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("delay %s: not upgraded", delay)
+		}
+	}
+}
+
 func TestPlainHTTPOnSamePort(t *testing.T) {
 	h := newHarness(t, nil)
 	resp := h.roundTrip("POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")

@@ -27,6 +27,7 @@ type pending struct {
 
 	mu      sync.Mutex
 	done    bool
+	polled  bool   // registered with the poller
 	partial []byte // head bytes of earlier reads; nil until a head is split
 }
 
@@ -64,8 +65,23 @@ func (p *pending) finish() {
 	p.done = true
 	p.partial = nil
 	p.a.cfg.Wheel.Cancel(&p.timer)
-	_ = p.a.cfg.Poller.Del(p.fd)
+	if p.polled {
+		_ = p.a.cfg.Poller.Del(p.fd)
+	}
 	p.a.forget(p)
+}
+
+// await arms read readiness, registering p with the poller the first time.
+// p.mu is held.
+func (p *pending) await() error {
+	if p.polled {
+		return p.a.cfg.Poller.Mod(p.fd, netpoll.Read|netpoll.OneShot)
+	}
+	if err := p.a.cfg.Poller.Add(p.fd, netpoll.Read|netpoll.OneShot, p.onEvent); err != nil {
+		return err
+	}
+	p.polled = true
+	return nil
 }
 
 // Run reads what the socket holds and, once the head is complete, serves it.
@@ -111,7 +127,7 @@ func (p *pending) Run() {
 			// A head split over several segments: keep what came, exactly
 			// sized, until the rest arrives or the deadline passes.
 			p.partial = append([]byte(nil), b[:n]...)
-			if err := a.cfg.Poller.Mod(p.fd, netpoll.Read|netpoll.OneShot); err != nil {
+			if err := p.await(); err != nil {
 				p.finish()
 				a.closeFd(p.fd, p.remote)
 			}
