@@ -111,8 +111,10 @@ type Config struct {
 	// Queue is the queue group shared by the service's instances; default Name.
 	Queue string
 	// Workers is how many events are handled in parallel; default
-	// runtime.GOMAXPROCS(0). All events of one connection go to the same
-	// worker, so their order holds.
+	// 8*runtime.GOMAXPROCS(0), at least 16: handlers mostly wait on the
+	// bus (a Join is a round trip to the shard) or on storage, so a worker
+	// per CPU would leave the CPUs idle while events pile up. All events
+	// of one connection go to the same worker, so their order holds.
 	Workers int
 	// RequestTimeout bounds a Join whose context has no deadline; default 5s.
 	RequestTimeout time.Duration
@@ -203,7 +205,7 @@ func New(nc *nats.Conn, cfg Config, h Handler) (*Service, error) {
 		return nil, fmt.Errorf("%w: workers %d", ErrInvalidConfig, cfg.Workers)
 	}
 	if cfg.Workers == 0 {
-		cfg.Workers = runtime.GOMAXPROCS(0)
+		cfg.Workers = max(16, 8*runtime.GOMAXPROCS(0))
 	}
 	if cfg.RequestTimeout < 0 {
 		return nil, fmt.Errorf("%w: request timeout %v", ErrInvalidConfig, cfg.RequestTimeout)

@@ -49,7 +49,7 @@ func runService(args []string, stderr io.Writer) error {
 	fs.StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS URL")
 	fs.StringVar(&cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
 	fs.StringVar(&cfg.Queue, "queue", "", "queue group (default: the service name)")
-	fs.IntVar(&cfg.Workers, "handlers", 0, "events handled in parallel (default: the number of CPUs)")
+	fs.IntVar(&cfg.Workers, "handlers", 0, "events handled in parallel (default: 8 per CPU, at least 16)")
 	logs.register(fs)
 	if err := parse(fs, args[1:]); err != nil {
 		return err
