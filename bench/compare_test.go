@@ -353,3 +353,43 @@ func svgPolylines(t testing.TB, path string) map[string]int {
 		}
 	}
 }
+
+// TestProcsMerge runs scenarios split over two real bench processes and
+// checks that the parent's report adds up both children's counts and
+// histograms.
+func TestProcsMerge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: this test builds shoal and runs bench child processes")
+	}
+	exe := shoalBinary(t)
+	addr := startShoal(t)
+	dir := t.TempDir()
+
+	fanoutJSON := filepath.Join(dir, "fanout.json")
+	out := runShoal(t, exe, "bench", "fanout", "--procs", "2", "--url", "ws://"+addr+"/ws/fanout",
+		"--conns", "40", "--rooms", "4", "--rate", "500", "--pub-rate", "40", "--duration", "1s", "--size", "64", "--json", fanoutJSON)
+	rep := readReportFile(t, fanoutJSON)
+	m := rep.Messages
+	// 40 messages, 10 per room, each to the room's 10 members.
+	if rep.Procs != 2 || rep.Conns.Established != 40 || m.Sent != 40 || m.Expected != 400 || m.Received != 400 || m.Lost != 0 || m.Duplicated != 0 {
+		t.Fatalf("procs %d conns %+v messages %+v\n%s", rep.Procs, rep.Conns, m, out)
+	}
+	if l := rep.Latency["delivery"]; l == nil || l.Count != 400 {
+		t.Fatalf("merged delivery histogram %+v, want 400 values", l)
+	}
+	if l := rep.Latency["handshake"]; l == nil || l.Count != 40 {
+		t.Fatalf("merged handshake histogram %+v, want 40 values", l)
+	}
+
+	echoJSON := filepath.Join(dir, "echo.json")
+	out = runShoal(t, exe, "bench", "echo", "--procs", "2", "--url", "ws://"+addr+"/ws/echo",
+		"--conns", "20", "--rate", "500", "--msg-rate", "200", "--duration", "1s", "--json", echoJSON)
+	rep = readReportFile(t, echoJSON)
+	m = rep.Messages
+	if rep.Procs != 2 || rep.Conns.Established != 20 || m.Sent != 200 || m.Received != 200 || m.Lost != 0 {
+		t.Fatalf("procs %d conns %+v messages %+v\n%s", rep.Procs, rep.Conns, m, out)
+	}
+	if l := rep.Latency["rtt"]; l == nil || l.Count != 200 {
+		t.Fatalf("merged rtt histogram %+v, want 200 values", l)
+	}
+}

@@ -72,19 +72,26 @@ func runBench(t *testing.T, args ...string) (*Report, string) {
 	if err != nil {
 		t.Fatalf("bench %v: %v\n%s\n%s", args, err, out.String(), errOut.String())
 	}
-	f, err := os.Open(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fromFile, err := ReadReport(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fromFile := readReportFile(t, jsonPath)
 	if fromFile.Conns.Established != rep.Conns.Established || fromFile.Messages.Received != rep.Messages.Received {
 		t.Errorf("--json file differs from the report returned")
 	}
 	return rep, out.String()
+}
+
+// readReportFile reads a report written by --json.
+func readReportFile(t testing.TB, path string) *Report {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := ReadReport(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
 }
 
 func TestConnectAgainstShoal(t *testing.T) {
