@@ -81,15 +81,17 @@ func mainLatency(r *Report) (string, *Latency) {
 // hasMessages reports whether r's scenario sends messages.
 func hasMessages(r *Report) bool { return r.Messages.Sent > 0 || r.Messages.Received > 0 }
 
-// figures lists the table's rows for scenario. Latency labels name the
-// scenario's latency: rtt for echo, delivery for fanout.
-func figures(scenario string) []figure {
+// figures lists the table's rows for the scenario called name. Latency
+// and rate labels are the scenario's own: rtt and echoes for echo.
+func figures(name string) []figure {
 	latName, rate := "latency", "msgs/s"
-	switch scenario {
-	case "echo":
-		latName, rate = "rtt", "echoes/s"
-	case "fanout":
-		latName, rate = "delivery", "deliveries/s"
+	if sc := lookup(name); sc != nil {
+		if sc.Latency() != "" {
+			latName = sc.Latency()
+		}
+		if sc.Units() != "" {
+			rate = sc.Units() + "/s"
+		}
 	}
 	fmtRate := func(v float64) string { return fmtCount(v) + "/s" }
 	fmtLat := func(v float64) string { return fmtUs(int64(v)) }
@@ -369,14 +371,6 @@ func scenarioFromArgs(args []string) string {
 	return ""
 }
 
-// defaultPath is the bench protocol endpoint a scenario uses.
-func defaultPath(scenario string) string {
-	if scenario == "fanout" {
-		return "/ws/fanout"
-	}
-	return "/ws/echo"
-}
-
 // parseMulti parses compare's or sweep's command line.
 func parseMulti(kind string, args []string, stderr io.Writer) (*multiOptions, error) {
 	fs := flag.NewFlagSet("bench "+kind, flag.ContinueOnError)
@@ -395,7 +389,7 @@ func parseMulti(kind string, args []string, stderr io.Writer) (*multiOptions, er
 	fs.StringVar(&mo.json, "json", "", "write every run's report and the ratios as JSON to `FILE`")
 	fs.StringVar(&mo.plot, "plot", "", "draw every run's latency curve and throughput on one SVG chart in `FILE`")
 	fs.StringVar(&mo.peersDir, "peers-dir", "", "the bench/peers module directory (default: found from the current directory upwards)")
-	fs.StringVar(&urlFlag, "url", "", "only its path is used: the endpoint appended to each target's address (default /ws/echo, /ws/fanout for fanout)")
+	fs.StringVar(&urlFlag, "url", "", "only its path is used: the endpoint appended to each target's address (default: the scenario's)")
 
 	// The scenario's flags come next, under their own names, but for those
 	// compare sets itself; the client's --workers becomes --client-workers.
@@ -405,7 +399,7 @@ func parseMulti(kind string, args []string, stderr io.Writer) (*multiOptions, er
 	scFlags := map[string]string{} // name here -> name in the scenario
 	if sc != nil {
 		tmp := flag.NewFlagSet("", flag.ContinueOnError)
-		opts.register(tmp, 5000)
+		opts.register(tmp, 5000, sc.Path())
 		sc.Flags(tmp)
 		reserved := reservedFlags()
 		tmp.VisitAll(func(f *flag.Flag) {
@@ -432,7 +426,7 @@ func parseMulti(kind string, args []string, stderr io.Writer) (*multiOptions, er
 		return nil, fmt.Errorf("%w: %q", ErrUnknownScenario, name)
 	}
 	mo.scenario = sc
-	mo.path = defaultPath(sc.Name())
+	mo.path = sc.Path()
 	if urlFlag != "" {
 		u, err := url.Parse(urlFlag)
 		if err != nil || u.Path == "" {

@@ -18,6 +18,10 @@ type connectScenario struct {
 
 func (*connectScenario) Name() string { return "connect" }
 
+func (*connectScenario) Path() string    { return "/ws/echo" }
+func (*connectScenario) Units() string   { return "" }
+func (*connectScenario) Latency() string { return "" }
+
 func (*connectScenario) Summary() string {
 	return "ramp up to --conns idle connections at --rate per second and hold them for --hold"
 }

@@ -27,6 +27,10 @@ type echoScenario struct {
 
 func (*echoScenario) Name() string { return "echo" }
 
+func (*echoScenario) Path() string    { return "/ws/echo" }
+func (*echoScenario) Units() string   { return "echoes" }
+func (*echoScenario) Latency() string { return "rtt" }
+
 func (*echoScenario) Summary() string {
 	return "send --msg-rate messages per second over --conns connections for --duration; measure round trips"
 }

@@ -28,6 +28,10 @@ type fanoutScenario struct {
 
 func (*fanoutScenario) Name() string { return "fanout" }
 
+func (*fanoutScenario) Path() string    { return "/ws/fanout" }
+func (*fanoutScenario) Units() string   { return "deliveries" }
+func (*fanoutScenario) Latency() string { return "delivery" }
+
 func (*fanoutScenario) Summary() string {
 	return "--conns members in --rooms rooms; one publisher per room, --pub-rate messages per second in all; measure every delivery"
 }

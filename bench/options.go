@@ -36,8 +36,8 @@ type Options struct {
 	ChildIndex, ChildCount int
 }
 
-func (o *Options) register(fs *flag.FlagSet, defaultRate float64) {
-	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/ws/echo", "target `URL`")
+func (o *Options) register(fs *flag.FlagSet, defaultRate float64, path string) {
+	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080"+path, "target `URL`")
 	fs.IntVar(&o.Conns, "conns", 1000, "connections (all processes together)")
 	fs.Float64Var(&o.Rate, "rate", defaultRate, "connections opened per second during the ramp (all processes together)")
 	fs.StringVar(&o.Source, "source", "", "source addresses, a range such as 127.0.0.2-127.0.0.250 or a comma list (default for a loopback target: "+client.DefaultSources+")")

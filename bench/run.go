@@ -75,7 +75,7 @@ func Main(ctx context.Context, cfg Config) (*Report, error) {
 	fs := flag.NewFlagSet("bench "+sc.Name(), flag.ContinueOnError)
 	fs.SetOutput(cfg.Stderr)
 	var opts Options
-	opts.register(fs, 5000)
+	opts.register(fs, 5000, sc.Path())
 	sc.Flags(fs)
 	if err := fs.Parse(cfg.Args[1:]); err != nil {
 		return nil, err

@@ -6,7 +6,8 @@ import (
 )
 
 // Scenario is one kind of load. Adding a scenario is a new file with a type
-// implementing it and one line in Scenarios.
+// implementing it and its line in Scenarios: run, compare, sweep, the
+// report and the plot take everything else from these methods.
 //
 // A scenario runs in each bench process on its share of the load (see
 // Env.Share); it counts into Env.Stats and Env's recorders, fills its own
@@ -18,6 +19,16 @@ type Scenario interface {
 	Name() string
 	// Summary is one line for the usage text.
 	Summary() string
+	// Path is the endpoint of the bench protocol the scenario speaks, such
+	// as /ws/echo: --url defaults to it on 127.0.0.1:8080, and compare
+	// appends it to each target's address.
+	Path() string
+	// Units names what the scenario receives, for rates ("echoes"); empty
+	// when it sends no messages.
+	Units() string
+	// Latency names the scenario's own latency histogram ("rtt"); empty
+	// when it only times handshakes.
+	Latency() string
 	// Flags registers the scenario's own flags.
 	Flags(fs *flag.FlagSet)
 	// Run executes the scenario until it is done or ctx is done.
