@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -135,7 +134,7 @@ func figures(name string) []figure {
 			}
 			roles, kib := r.Server.RoleGrowth()
 			if i := slices.Index(roles, "worker"); i >= 0 {
-				return float64(kib[i]) * 1024 / float64(r.Conns.Established), true
+				return perConnBytes(kib[i], r.Conns.Established), true
 			}
 			return 0, false
 		}},
@@ -286,19 +285,11 @@ func (c *Comparison) WriteTable(w io.Writer) error {
 }
 
 // WriteJSON writes c, indented.
-func (c *Comparison) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(c)
-}
+func (c *Comparison) WriteJSON(w io.Writer) error { return writeJSON(w, c) }
 
 // ReadComparison parses a comparison written by WriteJSON.
 func ReadComparison(rd io.Reader) (*Comparison, error) {
-	var c Comparison
-	if err := json.NewDecoder(rd).Decode(&c); err != nil {
-		return nil, fmt.Errorf("bench: read comparison: %w", err)
-	}
-	return &c, nil
+	return readJSON[Comparison](rd, "comparison")
 }
 
 // Plot returns the comparison's plot: every run on one chart.

@@ -178,20 +178,30 @@ type DistinctCount struct {
 }
 
 // WriteJSON writes r, indented.
-func (r *Report) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
+func (r *Report) WriteJSON(w io.Writer) error { return writeJSON(w, r) }
 
 // ReadReport parses a report written by WriteJSON.
-func ReadReport(rd io.Reader) (*Report, error) {
-	var r Report
-	if err := json.NewDecoder(rd).Decode(&r); err != nil {
-		return nil, fmt.Errorf("bench: read report: %w", err)
-	}
-	return &r, nil
+func ReadReport(rd io.Reader) (*Report, error) { return readJSON[Report](rd, "report") }
+
+// writeJSON writes v as indented JSON, the form of every file the bench
+// writes.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
+
+// readJSON parses a T written by writeJSON; what names it in errors.
+func readJSON[T any](rd io.Reader, what string) (*T, error) {
+	var v T
+	if err := json.NewDecoder(rd).Decode(&v); err != nil {
+		return nil, fmt.Errorf("bench: read %s: %w", what, err)
+	}
+	return &v, nil
+}
+
+// perConnBytes spreads kib over conns, in bytes.
+func perConnBytes(kib, conns int64) float64 { return float64(kib) * 1024 / float64(conns) }
 
 // WriteTable prints r for people.
 func (r *Report) WriteTable(w io.Writer) error {
@@ -224,7 +234,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			for i, role := range roles {
 				part := fmt.Sprintf("%s %+d KiB", role, kib[i])
 				if r.Conns.Established > 0 {
-					part += fmt.Sprintf(" (%.0f B/conn)", float64(kib[i])*1024/float64(r.Conns.Established))
+					part += fmt.Sprintf(" (%.0f B/conn)", perConnBytes(kib[i], r.Conns.Established))
 				}
 				parts = append(parts, part)
 			}

@@ -197,7 +197,7 @@ func (m *memory) fill(rep *Report) {
 	}
 	rep.Server = m.mem
 	if m.mem.AfterKiB > 0 && rep.Conns.Established > 0 {
-		m.mem.PerConnBytes = float64(m.mem.AfterKiB-m.mem.BeforeKiB) * 1024 / float64(rep.Conns.Established)
+		m.mem.PerConnBytes = perConnBytes(m.mem.AfterKiB-m.mem.BeforeKiB, rep.Conns.Established)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,14 +25,7 @@ const shoalTarget = "shoal"
 func PeerNames() []string { return []string{"gorilla", "nbio", "gws"} }
 
 // isPeer reports whether name is one of PeerNames.
-func isPeer(name string) bool {
-	for _, p := range PeerNames() {
-		if p == name {
-			return true
-		}
-	}
-	return false
-}
+func isPeer(name string) bool { return slices.Contains(PeerNames(), name) }
 
 // How long a target may take to come up, and to go down after SIGTERM
 // before it is killed. shoal serve waits up to 30s for its workers before

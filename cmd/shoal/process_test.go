@@ -253,8 +253,6 @@ func tcpSockets(t *testing.T) []tcpSocket {
 	return out
 }
 
-// TestServeFleet runs the real process tree: a supervisor, two workers
-// sharing one port, the echo service, and the embedded NATS server.
 // TestServingMeansServicesListen: once serve says it serves, every
 // bundled service is subscribed, so a client's first message is not
 // dropped by a bus with nobody listening.
@@ -285,6 +283,8 @@ func TestServingMeansServicesListen(t *testing.T) {
 	}
 }
 
+// TestServeFleet runs the real process tree: a supervisor, two workers
+// sharing one port, the echo service, and the embedded NATS server.
 func TestServeFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
