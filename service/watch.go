@@ -42,6 +42,7 @@ type watcher struct {
 type shardLife struct {
 	seen     time.Time // local receive time: shard clocks may disagree with ours
 	interval time.Duration
+	pid      int
 }
 
 func startWatcher(nc *nats.Conn, subject string, sw ShardWatcher, log *slog.Logger) (*watcher, error) {
@@ -114,8 +115,15 @@ func (w *watcher) record(known map[string]shardLife, m *nats.Msg) {
 		if interval <= 0 {
 			interval = defaultBeat
 		}
-		_, ok := known[shard]
-		known[shard] = shardLife{seen: time.Now(), interval: interval}
+		prev, ok := known[shard]
+		known[shard] = shardLife{seen: time.Now(), interval: interval, pid: rec.PID}
+		if ok && (rec.State == bus.LifeUp || rec.PID != prev.pid) {
+			// The id came back in a new process before its silence was
+			// noticed: the old life's connections are gone all the same.
+			w.log.Info("service: shard restarted", "shard", shard, "pid", rec.PID, "was", prev.pid)
+			w.sw.ShardDown(shard)
+			ok = false
+		}
 		if !ok {
 			w.sw.ShardUp(shard)
 		}
