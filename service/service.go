@@ -243,6 +243,12 @@ func New(nc *nats.Conn, cfg Config, h Handler) (*Service, error) {
 	}, nil
 }
 
+// Name returns the service name.
+func (s *Service) Name() string { return s.name }
+
+// Prefix returns the subject prefix the Service uses.
+func (s *Service) Prefix() string { return s.subjects.Prefix }
+
 // Ready is closed once Run has subscribed and flushed its subscriptions to
 // the NATS server, so events published from then on reach this instance.
 // If the flush failed because the connection is down, Ready is closed anyway:

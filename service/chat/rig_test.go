@@ -1,0 +1,503 @@
+package chat
+
+import (
+	"bufio"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/shoal-gw/shoal/acceptor"
+	"github.com/shoal-gw/shoal/bus"
+	"github.com/shoal-gw/shoal/bus/bustest"
+	"github.com/shoal-gw/shoal/service"
+	"github.com/shoal-gw/shoal/shard"
+)
+
+const waitLimit = 15 * time.Second
+
+// testKey signs and checks HS256 tokens with the claims the gateway's
+// tokens carry (sub, aud, iat, exp), so the tests run real handshakes.
+type testKey []byte
+
+func (k testKey) Sign(user string, aud []string, ttl time.Duration, now time.Time) (string, time.Time, error) {
+	exp := now.Add(ttl)
+	head := b64(`{"alg":"HS256","typ":"JWT"}`)
+	claims, _ := json.Marshal(map[string]any{"sub": user, "aud": aud, "iat": now.Unix(), "exp": exp.Unix()})
+	body := head + "." + b64(string(claims))
+	return body + "." + k.mac(body), exp, nil
+}
+
+func (k testKey) Verify(token, service string, now time.Time) (string, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 || !hmac.Equal([]byte(parts[2]), []byte(k.mac(parts[0]+"."+parts[1]))) {
+		return "", errors.New("bad signature")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", err
+	}
+	var c struct {
+		Sub string   `json:"sub"`
+		Aud []string `json:"aud"`
+		Exp int64    `json:"exp"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return "", err
+	}
+	if now.Unix() >= c.Exp {
+		return "", errors.New("expired")
+	}
+	if !slices.Contains(c.Aud, service) {
+		return "", errors.New("wrong audience")
+	}
+	return c.Sub, nil
+}
+
+func (k testKey) mac(s string) string {
+	m := hmac.New(sha256.New, k)
+	m.Write([]byte(s))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+var key = testKey("0123456789abcdef0123456789abcdef")
+
+// rig is a real NATS server with chat instances and shards on it.
+type rig struct {
+	t         testing.TB
+	url       string
+	dir       string // the NATS store directory
+	instances []*instance
+	shards    []*testShard
+	cfg       Config // template for instances
+	beat      time.Duration
+}
+
+type instance struct {
+	t      testing.TB
+	h      *Handler
+	svc    *service.Service
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type testShard struct {
+	s    *shard.Shard
+	nc   *nats.Conn
+	addr string
+}
+
+type rigOption func(*rig)
+
+// withConfig changes the template of every instance's Config.
+func withConfig(f func(*Config)) rigOption { return func(r *rig) { f(&r.cfg) } }
+
+// withBeat sets the shards' heartbeat interval.
+func withBeat(d time.Duration) rigOption { return func(r *rig) { r.beat = d } }
+
+// newRig starts NATS, the chat instances and the shards.
+func newRig(t testing.TB, instances, shards int, opts ...rigOption) *rig {
+	t.Helper()
+	srv := bustest.RunServer(t)
+	r := &rig{t: t, url: srv.ClientURL(), cfg: Config{BcryptCost: bcrypt.MinCost}}
+	for _, o := range opts {
+		o(r)
+	}
+	for range instances {
+		r.startInstance()
+	}
+	for range shards {
+		r.startShard("")
+	}
+	return r
+}
+
+func (r *rig) connect() *nats.Conn {
+	r.t.Helper()
+	nc, err := bus.Connect(bus.Config{URL: r.url, Name: r.t.Name()})
+	if err != nil {
+		r.t.Fatalf("connect NATS: %v", err)
+	}
+	r.t.Cleanup(nc.Close)
+	return nc
+}
+
+// startInstance runs one more chat instance on its own NATS connection,
+// as a separate process would.
+func (r *rig) startInstance() *instance {
+	r.t.Helper()
+	nc := r.connect()
+	store, err := service.OpenStore(nc, service.StoreConfig{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	cfg := r.cfg
+	cfg.Store, cfg.Tokens = store, key
+	h, err := New(cfg)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	svc, err := service.New(nc, service.Config{Name: "chat"}, h)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &instance{t: r.t, h: h, svc: svc, nc: nc, cancel: cancel, done: make(chan error, 1)}
+	go func() { in.done <- svc.Run(ctx) }()
+	select {
+	case <-svc.Ready():
+	case err := <-in.done:
+		r.t.Fatalf("chat instance: %v", err)
+	case <-time.After(waitLimit):
+		r.t.Fatal("chat instance not ready")
+	}
+	r.t.Cleanup(in.stop)
+	r.instances = append(r.instances, in)
+	return in
+}
+
+// stop ends the instance and waits for it; safe to call twice.
+func (in *instance) stop() {
+	in.cancel()
+	if err, ok := <-in.done; ok && err != nil {
+		in.t.Errorf("chat instance: %v", err)
+	}
+	close(in.done)
+}
+
+// startShard runs a shard; addr "" picks a port, an address already used
+// by another shard shares its port (SO_REUSEPORT).
+func (r *rig) startShard(addr string) *testShard {
+	r.t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	nc := r.connect()
+	id := fmt.Sprintf("s%d", len(r.shards)+1)
+	s, err := shard.New(shard.Config{
+		ID:                id,
+		Addr:              addr,
+		NATS:              nc,
+		Services:          []string{"chat"},
+		HeartbeatInterval: r.beat,
+		MaxMessageRate:    -1,
+		Authenticate:      authenticate,
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(s.Close)
+	ts := &testShard{s: s, nc: nc, addr: s.Addr().String()}
+	r.shards = append(r.shards, ts)
+	return ts
+}
+
+// authenticate is the handshake check of the tests' shards: no token is
+// an anonymous connection, a bad token is refused with 401.
+func authenticate(req *acceptor.Request) (string, error) {
+	u, err := url.Parse(req.URI)
+	if err != nil {
+		return "", err
+	}
+	tok := u.Query().Get("token")
+	if tok == "" {
+		return "", nil
+	}
+	return key.Verify(tok, req.Service, time.Now())
+}
+
+// crash kills a shard as a crash would: no close events, no "down".
+func (ts *testShard) crash() {
+	ts.nc.Close()
+	ts.s.Close()
+}
+
+// frame is any server message, decoded.
+type frame struct {
+	Type     string          `json:"type"`
+	ID       json.RawMessage `json:"id"`
+	Code     string          `json:"code"`
+	Message  string          `json:"message"`
+	Room     string          `json:"room"`
+	User     string          `json:"user"`
+	Token    string          `json:"token"`
+	Expires  string          `json:"expires"`
+	Text     string          `json:"text"`
+	Event    string          `json:"event"`
+	Epoch    string          `json:"epoch"`
+	TS       string          `json:"ts"`
+	Seq      uint64          `json:"seq"`
+	Prev     uint64          `json:"prev"`
+	Rev      uint64          `json:"rev"`
+	Members  []string        `json:"members"`
+	History  []frame         `json:"history"`
+	Messages []frame         `json:"messages"`
+	More     bool            `json:"more"`
+	Rooms    []roomInfo      `json:"rooms"`
+	raw      string
+}
+
+// client is a WebSocket client of the chat.
+type client struct {
+	t     testing.TB
+	conn  net.Conn
+	w     sync.Mutex
+	in    chan frame
+	queue []frame // read but not yet taken
+	user  string
+	token string
+	ids   int
+}
+
+// dial connects to a shard's /ws/chat, with token if not "".
+func (r *rig) dial(ts *testShard, token string) *client {
+	r.t.Helper()
+	c, err := dialChat(ts.addr, token)
+	if err != nil {
+		r.t.Fatalf("dial %s: %v", ts.addr, err)
+	}
+	c.t = r.t
+	r.t.Cleanup(c.close)
+	return c
+}
+
+func dialChat(addr, token string) (*client, error) {
+	u := "ws://" + addr + "/ws/chat"
+	if token != "" {
+		u += "?token=" + url.QueryEscape(token)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	conn, br, _, err := ws.Dial(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	var rd io.Reader = conn
+	if br != nil {
+		rd = io.MultiReader(br, conn)
+	}
+	c := &client{conn: conn, in: make(chan frame, 4096)}
+	go c.read(bufio.NewReader(rd))
+	return c, nil
+}
+
+func (c *client) read(rd io.Reader) {
+	defer close(c.in)
+	rw := struct {
+		io.Reader
+		io.Writer
+	}{rd, writerFunc(func(p []byte) (int, error) {
+		c.w.Lock()
+		defer c.w.Unlock()
+		return c.conn.Write(p)
+	})}
+	for {
+		data, _, err := wsutil.ReadServerData(rw)
+		if err != nil {
+			return
+		}
+		var f frame
+		if err := json.Unmarshal(data, &f); err != nil {
+			f = frame{Type: "undecodable"}
+		}
+		f.raw = string(data)
+		c.in <- f
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func (c *client) close() { c.conn.Close() }
+
+// sendRaw sends one text frame.
+func (c *client) sendRaw(s string) {
+	c.t.Helper()
+	c.w.Lock()
+	defer c.w.Unlock()
+	if err := wsutil.WriteClientText(c.conn, []byte(s)); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+}
+
+// request sends msg with a fresh numeric id and returns the id.
+func (c *client) request(msg map[string]any) string {
+	c.t.Helper()
+	c.ids++
+	id := fmt.Sprint(c.ids)
+	msg["id"] = c.ids
+	b, _ := json.Marshal(msg)
+	c.sendRaw(string(b))
+	return id
+}
+
+// await returns the first frame, earlier ones queued included, that
+// matches; the others stay queued.
+func (c *client) await(what string, match func(frame) bool) frame {
+	c.t.Helper()
+	for i, f := range c.queue {
+		if match(f) {
+			c.queue = slices.Delete(c.queue, i, i+1)
+			return f
+		}
+	}
+	timeout := time.After(waitLimit)
+	for {
+		select {
+		case f, ok := <-c.in:
+			if !ok {
+				c.t.Fatalf("%s: connection closed while waiting for %s", c.user, what)
+			}
+			if match(f) {
+				return f
+			}
+			c.queue = append(c.queue, f)
+		case <-timeout:
+			c.t.Fatalf("%s: no %s within %v; queued: %v", c.user, what, waitLimit, c.queue)
+		}
+	}
+}
+
+// reply waits for the answer to the request with id.
+func (c *client) reply(id string) frame {
+	c.t.Helper()
+	return c.await("reply to "+id, func(f frame) bool { return string(f.ID) == id })
+}
+
+// call sends a request and waits for its answer.
+func (c *client) call(msg map[string]any) frame {
+	c.t.Helper()
+	return c.reply(c.request(msg))
+}
+
+// mustCall is call that fails the test unless the answer has type want.
+func (c *client) mustCall(want string, msg map[string]any) frame {
+	c.t.Helper()
+	f := c.call(msg)
+	if f.Type != want {
+		c.t.Fatalf("%s: %v answered %s, want %s", c.user, msg, f.raw, want)
+	}
+	return f
+}
+
+// wantError is call that fails the test unless the answer is an error
+// with code.
+func (c *client) wantError(code string, msg map[string]any) frame {
+	c.t.Helper()
+	f := c.call(msg)
+	if f.Type != TypeError || f.Code != code {
+		c.t.Fatalf("%s: %v answered %s, want error %s", c.user, msg, f.raw, code)
+	}
+	return f
+}
+
+// presence waits for a presence event in room about user.
+func (c *client) presence(room, user, event string) frame {
+	c.t.Helper()
+	return c.await("presence "+event+" of "+user+" in "+room, func(f frame) bool {
+		return f.Type == TypePresence && f.Room == room && f.User == user && f.Event == event
+	})
+}
+
+// message waits for a live message in room with text.
+func (c *client) message(room, text string) frame {
+	c.t.Helper()
+	return c.await("message "+text+" in "+room, func(f frame) bool {
+		return f.Type == TypeMessage && f.Room == room && f.Text == text
+	})
+}
+
+// none fails if a frame matching arrives within a short look: for things
+// that must not happen, checked after a later thing that must.
+func (c *client) none(what string, match func(frame) bool) {
+	c.t.Helper()
+	for {
+		select {
+		case f, ok := <-c.in:
+			if !ok {
+				return
+			}
+			c.queue = append(c.queue, f)
+		default:
+			for _, f := range c.queue {
+				if match(f) {
+					c.t.Fatalf("%s: unexpected %s: %s", c.user, what, f.raw)
+				}
+			}
+			return
+		}
+	}
+}
+
+// register signs up a new user on an anonymous connection to ts.
+func (r *rig) register(ts *testShard, user string) *client {
+	r.t.Helper()
+	c := r.dial(ts, "")
+	c.user = user
+	f := c.mustCall(TypeWelcome, map[string]any{"type": "register", "user": user, "password": "password-" + user})
+	if f.User != user || f.Token == "" {
+		r.t.Fatalf("welcome %s", f.raw)
+	}
+	c.token = f.Token
+	return c
+}
+
+// tab opens another connection of c's user with its token and waits for
+// the welcome.
+func (r *rig) tab(ts *testShard, c *client) *client {
+	r.t.Helper()
+	t := r.dial(ts, c.token)
+	t.user, t.token = c.user, c.token
+	f := t.await("welcome", func(f frame) bool { return f.Type == TypeWelcome })
+	if f.User != c.user {
+		r.t.Fatalf("welcome on a token connection: %s", f.raw)
+	}
+	return t
+}
+
+// join joins room and returns the joined reply.
+func (c *client) join(room string) frame {
+	c.t.Helper()
+	return c.mustCall(TypeJoined, map[string]any{"type": "join", "room": room})
+}
+
+// say says text in room and returns the sent reply.
+func (c *client) say(room, text string) frame {
+	c.t.Helper()
+	return c.mustCall(TypeSent, map[string]any{"type": "say", "room": room, "text": text})
+}
+
+// waitFor polls cond until it holds.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
