@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,7 +26,6 @@ import (
 
 	"github.com/shoal-gw/shoal/acceptor"
 	"github.com/shoal-gw/shoal/bus"
-	"github.com/shoal-gw/shoal/bus/bustest"
 	"github.com/shoal-gw/shoal/service"
 	"github.com/shoal-gw/shoal/shard"
 )
@@ -84,6 +84,7 @@ var key = testKey("0123456789abcdef0123456789abcdef")
 type rig struct {
 	t         testing.TB
 	url       string
+	nats      *bus.Embedded
 	dir       string // the NATS store directory
 	instances []*instance
 	shards    []*testShard
@@ -98,6 +99,7 @@ type instance struct {
 	nc     *nats.Conn
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
 type testShard struct {
@@ -117,11 +119,12 @@ func withBeat(d time.Duration) rigOption { return func(r *rig) { r.beat = d } }
 // newRig starts NATS, the chat instances and the shards.
 func newRig(t testing.TB, instances, shards int, opts ...rigOption) *rig {
 	t.Helper()
-	srv := bustest.RunServer(t)
-	r := &rig{t: t, url: srv.ClientURL(), cfg: Config{BcryptCost: bcrypt.MinCost}}
+	// No rate limit unless a test sets one: tests say quickly.
+	r := &rig{t: t, dir: t.TempDir(), cfg: Config{BcryptCost: bcrypt.MinCost, Rate: -1}}
 	for _, o := range opts {
 		o(r)
 	}
+	r.startNATS(-1)
 	for range instances {
 		r.startInstance()
 	}
@@ -129,6 +132,31 @@ func newRig(t testing.TB, instances, shards int, opts ...rigOption) *rig {
 		r.startShard("")
 	}
 	return r
+}
+
+// startNATS starts the embedded NATS server on port (-1: any) with the
+// rig's store directory.
+func (r *rig) startNATS(port int) {
+	r.t.Helper()
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: port, StoreDir: r.dir, JetStream: true})
+	if err != nil {
+		r.t.Fatalf("start NATS: %v", err)
+	}
+	r.t.Cleanup(e.Shutdown)
+	r.nats, r.url = e, e.ClientURL()
+}
+
+// restartNATS stops the NATS server and starts it again on the same port
+// with the same store: clients reconnect by themselves.
+func (r *rig) restartNATS() {
+	r.t.Helper()
+	u, err := url.Parse(r.url)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	port, _ := strconv.Atoi(u.Port())
+	r.nats.Shutdown()
+	r.startNATS(port)
 }
 
 func (r *rig) connect() *nats.Conn {
@@ -177,11 +205,12 @@ func (r *rig) startInstance() *instance {
 
 // stop ends the instance and waits for it; safe to call twice.
 func (in *instance) stop() {
-	in.cancel()
-	if err, ok := <-in.done; ok && err != nil {
-		in.t.Errorf("chat instance: %v", err)
-	}
-	close(in.done)
+	in.once.Do(func() {
+		in.cancel()
+		if err := <-in.done; err != nil {
+			in.t.Errorf("chat instance: %v", err)
+		}
+	})
 }
 
 // startShard runs a shard; addr "" picks a port, an address already used
@@ -336,32 +365,35 @@ func (c *client) close() { c.conn.Close() }
 // sendRaw sends one text frame.
 func (c *client) sendRaw(s string) {
 	c.t.Helper()
-	c.w.Lock()
-	defer c.w.Unlock()
-	if err := wsutil.WriteClientText(c.conn, []byte(s)); err != nil {
+	if err := c.sendErr(s); err != nil {
 		c.t.Fatalf("send: %v", err)
 	}
 }
 
-// request sends msg with a fresh numeric id and returns the id.
-func (c *client) request(msg map[string]any) string {
-	c.t.Helper()
-	c.ids++
-	id := fmt.Sprint(c.ids)
-	msg["id"] = c.ids
-	b, _ := json.Marshal(msg)
-	c.sendRaw(string(b))
-	return id
+// sendErr sends one text frame, for goroutines other than the test's.
+func (c *client) sendErr(s string) error {
+	c.w.Lock()
+	defer c.w.Unlock()
+	return wsutil.WriteClientText(c.conn, []byte(s))
 }
 
 // await returns the first frame, earlier ones queued included, that
 // matches; the others stay queued.
 func (c *client) await(what string, match func(frame) bool) frame {
 	c.t.Helper()
+	f, err := c.awaitErr(what, match)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return f
+}
+
+// awaitErr is await for goroutines other than the test's.
+func (c *client) awaitErr(what string, match func(frame) bool) (frame, error) {
 	for i, f := range c.queue {
 		if match(f) {
 			c.queue = slices.Delete(c.queue, i, i+1)
-			return f
+			return f, nil
 		}
 	}
 	timeout := time.After(waitLimit)
@@ -369,28 +401,38 @@ func (c *client) await(what string, match func(frame) bool) frame {
 		select {
 		case f, ok := <-c.in:
 			if !ok {
-				c.t.Fatalf("%s: connection closed while waiting for %s", c.user, what)
+				return frame{}, fmt.Errorf("%s: connection closed while waiting for %s", c.user, what)
 			}
 			if match(f) {
-				return f
+				return f, nil
 			}
 			c.queue = append(c.queue, f)
 		case <-timeout:
-			c.t.Fatalf("%s: no %s within %v; queued: %v", c.user, what, waitLimit, c.queue)
+			return frame{}, fmt.Errorf("%s: no %s within %v; queued: %v", c.user, what, waitLimit, c.queue)
 		}
 	}
 }
 
-// reply waits for the answer to the request with id.
-func (c *client) reply(id string) frame {
-	c.t.Helper()
-	return c.await("reply to "+id, func(f frame) bool { return string(f.ID) == id })
+// callErr is call for goroutines other than the test's.
+func (c *client) callErr(msg map[string]any) (frame, error) {
+	c.ids++
+	id := fmt.Sprint(c.ids)
+	msg["id"] = c.ids
+	b, _ := json.Marshal(msg)
+	if err := c.sendErr(string(b)); err != nil {
+		return frame{}, err
+	}
+	return c.awaitErr("reply to "+id, func(f frame) bool { return string(f.ID) == id })
 }
 
-// call sends a request and waits for its answer.
+// call sends a request with a fresh numeric id and waits for its answer.
 func (c *client) call(msg map[string]any) frame {
 	c.t.Helper()
-	return c.reply(c.request(msg))
+	f, err := c.callErr(msg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return f
 }
 
 // mustCall is call that fails the test unless the answer has type want.
@@ -500,4 +542,13 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// conns returns the connections of user in room, as the first instance's
+// mirror has them.
+func (r *rig) conns(room, user string) []string {
+	m := r.instances[0].h.mirror
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return slices.Clone(m.members[room][user])
 }
