@@ -315,6 +315,8 @@ type Watcher struct {
 func (w *Watcher) Updates() <-chan Entry { return w.out }
 
 // Stop ends the watch and waits for its goroutine; safe to call twice.
+// It asks JetStream to drop the watch's consumer, so while JetStream does
+// not answer it waits for nats.go's JetStream timeout (5s).
 func (w *Watcher) Stop() {
 	w.once.Do(func() {
 		close(w.stop)

@@ -322,3 +322,29 @@ func TestTabs(t *testing.T) {
 		return f.Type == TypePresence && f.User == "alice" && f.Event == EventLeave
 	})
 }
+
+// TestUnavailable stops JetStream under a running chat: requests that
+// need storage answer unavailable, and the connection stays usable.
+func TestUnavailable(t *testing.T) {
+	r := newRig(t, 1, 1, withConfig(func(c *Config) { c.RequestTimeout = 500 * time.Millisecond }))
+	a := r.register(r.shards[0], "alice")
+	a.join("lobby")
+	if err := r.nats.Server().DisableJetStream(); err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []map[string]any{
+		{"type": "say", "room": "lobby", "text": "anyone?"},
+		{"type": "join", "room": "lobby"},
+		{"type": "who", "room": "lobby"},
+		{"type": "history", "room": "lobby"},
+		{"type": "leave", "room": "lobby"},
+	} {
+		f := a.wantError(CodeUnavailable, req)
+		if f.Room != "lobby" {
+			t.Fatalf("unavailable without the room: %s", f.raw)
+		}
+	}
+	b := r.dial(r.shards[0], "")
+	b.wantError(CodeUnavailable, map[string]any{"type": "register", "user": "bob", "password": "password-bob"})
+	a.mustCall(TypePong, map[string]any{"type": "ping"})
+}

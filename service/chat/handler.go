@@ -107,7 +107,9 @@ type Handler struct {
 	instance string // unique per Handler, for message ids
 	msgN     atomic.Uint64
 
-	stop     chan struct{}
+	// life ends when Stop is called: background work runs under it.
+	life     context.Context
+	stop     context.CancelFunc
 	bg       sync.WaitGroup
 	watchers []*service.Watcher
 }
@@ -161,6 +163,7 @@ func New(cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chat: %w", err)
 	}
+	life, stop := context.WithCancel(context.Background())
 	return &Handler{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -169,7 +172,8 @@ func New(cfg Config) (*Handler, error) {
 		auths:     newLimiter(authRate, authBurst),
 		dummyHash: dummy,
 		instance:  hex.EncodeToString(id[:]),
-		stop:      make(chan struct{}),
+		life:      life,
+		stop:      stop,
 	}, nil
 }
 
@@ -261,14 +265,14 @@ func (h *Handler) Start(ctx context.Context, svc *service.Service) error {
 // Stop ends the background work; the Service's Run calls it after the
 // last event.
 func (h *Handler) Stop() {
-	select {
-	case <-h.stop:
-	default:
-		close(h.stop)
-	}
+	h.stop()
+	// In parallel: each waits for JetStream to confirm, seconds when it
+	// is down.
+	var wg sync.WaitGroup
 	for _, w := range h.watchers {
-		w.Stop()
+		wg.Go(w.Stop)
 	}
+	wg.Wait()
 	h.bg.Wait()
 }
 

@@ -174,7 +174,7 @@ func (r *rig) connect() *nats.Conn {
 func (r *rig) startInstance() *instance {
 	r.t.Helper()
 	nc := r.connect()
-	store, err := service.OpenStore(nc, service.StoreConfig{})
+	store, err := service.OpenStore(nc, service.StoreConfig{Timeout: r.cfg.RequestTimeout})
 	if err != nil {
 		r.t.Fatal(err)
 	}

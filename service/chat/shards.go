@@ -16,8 +16,6 @@ type shardTable struct {
 
 // Timings of the background work.
 const (
-	// cleanupTimeout bounds the cleanup of one dead shard's presence.
-	cleanupTimeout = time.Minute
 	// cleanupWorkers is how many connections of a dead shard are dropped
 	// at once.
 	cleanupWorkers = 8
@@ -67,7 +65,7 @@ func (h *Handler) sweep() {
 	lastEpoch := time.Now()
 	for {
 		select {
-		case <-h.stop:
+		case <-h.life.Done():
 			return
 		case now := <-tick.C:
 			if now.Sub(h.shards.started) >= h.cfg.ShardTimeout {
@@ -79,7 +77,7 @@ func (h *Handler) sweep() {
 				}
 			}
 			if now.Sub(lastEpoch) >= epochEvery {
-				ctx, cancel := context.WithTimeout(context.Background(), h.cfg.RequestTimeout)
+				ctx, cancel := context.WithTimeout(h.life, h.cfg.RequestTimeout)
 				h.refreshEpoch(ctx)
 				cancel()
 				lastEpoch = now
@@ -98,8 +96,6 @@ func (h *Handler) cleanShard(shard string, conns map[string][]string) {
 	if len(conns) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
-	defer cancel()
 	ids := make([]string, 0, len(conns))
 	for id := range conns {
 		ids = append(ids, id)
@@ -110,15 +106,7 @@ func (h *Handler) cleanShard(shard string, conns map[string][]string) {
 	for range min(cleanupWorkers, len(ids)) {
 		wg.Go(func() {
 			for id := range work {
-				if err := h.dropConn(ctx, id); err != nil {
-					h.log.Warn("chat: drop connection of a gone shard", "conn", id, "err", err)
-				}
-				for _, rest := range conns[id] {
-					room, user, _ := splitMember(rest)
-					if err := h.leaveMember(ctx, room, user, id); err != nil {
-						h.log.Warn("chat: drop member of a gone shard", "conn", id, "room", room, "err", err)
-					}
-				}
+				h.dropGone(id, conns[id])
 			}
 		})
 	}
@@ -126,11 +114,28 @@ feed:
 	for _, id := range ids {
 		select {
 		case work <- id:
-		case <-h.stop:
+		case <-h.life.Done():
 			break feed
 		}
 	}
 	close(work)
 	wg.Wait()
 	h.log.Info("chat: dropped the presence of a gone shard", "shard", shard, "conns", len(ids))
+}
+
+// dropGone drops one connection of a gone shard: its record's rooms, and
+// the member lists that name it (which a record may miss if an instance
+// died between writes).
+func (h *Handler) dropGone(id string, memberKeys []string) {
+	ctx, cancel := context.WithTimeout(h.life, h.cfg.RequestTimeout)
+	defer cancel()
+	if err := h.dropConn(ctx, id); err != nil {
+		h.log.Warn("chat: drop connection of a gone shard", "conn", id, "err", err)
+	}
+	for _, rest := range memberKeys {
+		room, user, _ := splitMember(rest)
+		if err := h.leaveMember(ctx, room, user, id); err != nil {
+			h.log.Warn("chat: drop member of a gone shard", "conn", id, "room", room, "err", err)
+		}
+	}
 }
