@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -29,6 +31,24 @@ func TestUsageErrors(t *testing.T) {
 		if !strings.Contains(strings.ToLower(errb.String()), c.want) {
 			t.Errorf("shoal %v: stderr %q does not mention %q", c.args, errb.String(), c.want)
 		}
+	}
+}
+
+// A key file named on the command line must exist: serve and worker stop
+// before starting anything, saying which file is missing.
+func TestMissingKeyFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "token.key")
+	for _, args := range [][]string{
+		{"serve", "--data", t.TempDir(), "--token-key-file", missing},
+		{"worker", "--shard", "w1", "--token-key-file", missing},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 1 || !strings.Contains(errb.String(), "no key file: "+missing) {
+			t.Errorf("shoal %v: exit %d, stderr %q; want 1 naming the missing file", args, code, errb.String())
+		}
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Error("a key file was made up")
 	}
 }
 

@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"time"
 
+	"github.com/shoal-gw/shoal/auth"
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/supervisor"
 )
@@ -23,6 +26,7 @@ func runServe(args []string, stderr io.Writer) error {
 		routes   listFlag
 		gw       gatewayFlags
 		logs     logFlags
+		keyFile  string
 	)
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address every worker listens on (SO_REUSEPORT)")
 	fs.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "worker processes")
@@ -35,6 +39,7 @@ func runServe(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
 	fs.StringVar(&cfg.ShardPrefix, "shard-prefix", "", "first part of every shard id (default: the host name)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "how long a worker waits for its clients to close on shutdown")
+	fs.StringVar(&keyFile, "token-key-file", "", "key file that signs and checks the clients' tokens, the same on every host of a fleet (default: <data>/token.key, created if missing)")
 	gw.register(fs)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -58,10 +63,15 @@ func runServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	keyPath, err := tokenKey(keyFile, cfg.DataDir)
+	if err != nil {
+		return err
+	}
 	cfg.Services = services
 	cfg.Routes = append(append([]string(nil), services...), routes...)
-	cfg.WorkerArgs = append(forwarded(fs, gatewayFlagNames), "--log-level="+logs.level, "--log-format="+logs.format)
-	cfg.ServiceArgs = []string{"--log-level=" + logs.level, "--log-format=" + logs.format}
+	common := []string{"--token-key-file=" + keyPath, "--log-level=" + logs.level, "--log-format=" + logs.format}
+	cfg.WorkerArgs = append(forwarded(fs, gatewayFlagNames), common...)
+	cfg.ServiceArgs = common
 	cfg.Logger = log
 	cfg.Output = os.Stderr
 	sup, err := supervisor.New(cfg)
@@ -91,4 +101,28 @@ func runServe(args []string, stderr io.Writer) error {
 		}
 	}()
 	return sup.Run(ctx)
+}
+
+// tokenKey makes sure the key that signs and checks tokens exists and
+// returns its absolute path, which every child is given. A key file named
+// on the command line must exist: on a fleet every host needs the same
+// key, and one made up here would silently split it. The default file in
+// the data directory is created the first time.
+func tokenKey(flagPath, dataDir string) (string, error) {
+	path := flagPath
+	if path == "" {
+		path = filepath.Join(dataDir, "token.key")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("token key file: %w", err)
+	}
+	if flagPath != "" {
+		if _, err := auth.LoadKey(abs); err != nil {
+			return "", fmt.Errorf("--token-key-file: %w", err)
+		}
+	} else if _, err := auth.LoadOrCreateKey(abs); err != nil {
+		return "", err
+	}
+	return abs, nil
 }

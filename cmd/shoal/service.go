@@ -4,10 +4,13 @@ import (
 	"context"
 	"flag"
 	"io"
+	"log/slog"
 	"os/signal"
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/service"
@@ -15,10 +18,23 @@ import (
 	"github.com/shoal-gw/shoal/service/fanout"
 )
 
+// serviceEnv is what `shoal service NAME` gives a bundled service's
+// constructor: the bus connection and the settings every bundled service
+// is started with, whether it uses them or not.
+type serviceEnv struct {
+	// NATS is the service's bus connection, for storage beside the events.
+	NATS *nats.Conn
+	// TokenKeyFile is the path of the key that signs and checks tokens
+	// (--token-key-file); "" when none was given.
+	TokenKeyFile string
+	Logger       *slog.Logger
+}
+
 // bundled are the services this binary can run, by name.
-var bundled = map[string]func() service.Handler{
-	"echo":   echo.New,
-	"fanout": fanout.New,
+var bundled = map[string]func(env serviceEnv) (service.Handler, error){
+	// echo and fanout trust nobody and need no key.
+	"echo":   func(serviceEnv) (service.Handler, error) { return echo.New(), nil },
+	"fanout": func(serviceEnv) (service.Handler, error) { return fanout.New(), nil },
 }
 
 func bundledNames() string {
@@ -45,11 +61,13 @@ func runService(args []string, stderr io.Writer) error {
 		natsURL string
 		cfg     = service.Config{Name: name}
 		logs    logFlags
+		env     serviceEnv
 	)
 	fs.StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS URL")
 	fs.StringVar(&cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
 	fs.StringVar(&cfg.Queue, "queue", "", "queue group (default: the service name)")
 	fs.IntVar(&cfg.Workers, "handlers", 0, "events handled in parallel (default: 8 per CPU, at least 16)")
+	fs.StringVar(&env.TokenKeyFile, "token-key-file", "", "key file that signs and checks tokens, for services that issue them (serve passes its own)")
 	logs.register(fs)
 	if err := parse(fs, args[1:]); err != nil {
 		return err
@@ -65,7 +83,12 @@ func runService(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	svc, err := service.New(nc, cfg, mk())
+	env.NATS, env.Logger = nc, log
+	h, err := mk(env)
+	if err != nil {
+		return err
+	}
+	svc, err := service.New(nc, cfg, h)
 	if err != nil {
 		return err
 	}
