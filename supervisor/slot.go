@@ -22,13 +22,14 @@ const (
 // upTimeout bounds the wait for a replacement worker's first life record.
 const upTimeout = 15 * time.Second
 
-// slot is one child the supervisor keeps running: worker i, or a service.
+// slot is one child the supervisor keeps running: worker i, or process i
+// of a service.
 // Its keep goroutine owns the process; other goroutines talk to it through
 // channels.
 type slot struct {
 	s     *Supervisor
 	role  role
-	index int
+	index int    // worker number, or the process's number among its service's
 	name  string // service name
 
 	replaceCh chan chan error
@@ -68,7 +69,7 @@ func (sl *slot) label() string {
 	if sl.role == roleWorker {
 		return "worker " + strconv.Itoa(sl.index)
 	}
-	return "service " + sl.name
+	return "service " + sl.name + " " + strconv.Itoa(sl.index)
 }
 
 // launch starts a new process for the slot.

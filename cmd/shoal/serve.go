@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,7 +36,7 @@ func runServe(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.NATS, "nats", "", "URL of an external NATS server or cluster (default: run one embedded)")
 	fs.StringVar(&cfg.NATSListen, "nats-listen", supervisor.DefaultNATSListen, "address of the embedded NATS server, for services in other processes (port 0: any)")
 	fs.StringVar(&cfg.Admin, "admin", "", "address of the admin endpoint: /metrics, /procs, /healthz (default: off)")
-	fs.Var(&services, "services", "bundled services to run, comma separated: "+bundledNames())
+	fs.Var(&services, "services", "bundled services to run, comma separated, each NAME or NAME=PROCESSES: "+bundledNames())
 	fs.Var(&routes, "routes", "more service names clients may reach, served by processes of your own")
 	fs.StringVar(&cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
 	fs.StringVar(&cfg.ShardPrefix, "shard-prefix", "", "first part of every shard id (default: the host name)")
@@ -45,10 +47,9 @@ func runServe(args []string, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	for _, name := range services {
-		if _, ok := bundled[name]; !ok {
-			return usageError("--services: no bundled service %q (have: %s)", name, bundledNames())
-		}
+	names, instances, err := parseServices(services)
+	if err != nil {
+		return err
 	}
 	// A client message crosses the bus as one NATS message with a few
 	// headers; the embedded server's max_payload follows --max-message.
@@ -67,8 +68,8 @@ func runServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg.Services = services
-	cfg.Routes = append(append([]string(nil), services...), routes...)
+	cfg.Services, cfg.Instances = names, instances
+	cfg.Routes = append(append([]string(nil), names...), routes...)
 	common := []string{"--token-key-file=" + keyPath, "--log-level=" + logs.level, "--log-format=" + logs.format}
 	cfg.WorkerArgs = append(forwarded(fs, gatewayFlagNames), common...)
 	cfg.ServiceArgs = common
@@ -101,6 +102,34 @@ func runServe(args []string, stderr io.Writer) error {
 		}
 	}()
 	return sup.Run(ctx)
+}
+
+// maxInstances bounds the processes of one service on one host.
+const maxInstances = 64
+
+// parseServices reads --services: NAME runs one process of a bundled
+// service, NAME=N runs N of them.
+func parseServices(list []string) (names []string, instances map[string]int, err error) {
+	instances = make(map[string]int, len(list))
+	for _, entry := range list {
+		name, count, hasCount := strings.Cut(entry, "=")
+		if _, ok := bundled[name]; !ok {
+			return nil, nil, usageError("--services: no bundled service %q (have: %s)", name, bundledNames())
+		}
+		if _, dup := instances[name]; dup {
+			return nil, nil, usageError("--services: %q named twice; give its processes once, as %s=N", name, name)
+		}
+		n := 1
+		if hasCount {
+			n, err = strconv.Atoi(count)
+			if err != nil || n < 1 || n > maxInstances {
+				return nil, nil, usageError("--services: %s=%s: want a number of processes from 1 to %d", name, count, maxInstances)
+			}
+		}
+		names = append(names, name)
+		instances[name] = n
+	}
+	return names, instances, nil
 }
 
 // tokenKey makes sure the key that signs and checks tokens exists and

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"sort"
 	"strings"
@@ -78,7 +79,7 @@ func runService(args []string, stderr io.Writer) error {
 	}
 	log = log.With("service", name)
 	cfg.Logger = log
-	nc, err := bus.Connect(bus.Config{URL: natsURL, Name: "shoal-service-" + name, Logger: log})
+	nc, err := bus.Connect(bus.Config{URL: natsURL, Name: bus.ServiceClientName(name, os.Getpid()), Logger: log})
 	if err != nil {
 		return err
 	}
