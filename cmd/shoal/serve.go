@@ -32,7 +32,7 @@ func runServe(args []string, stderr io.Writer) error {
 	)
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address every worker listens on (SO_REUSEPORT)")
 	fs.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "worker processes")
-	fs.StringVar(&cfg.DataDir, "data", "shoal-data", "directory for the embedded NATS server's JetStream data")
+	fs.StringVar(&cfg.DataDir, "data", "shoal-data", "directory for the embedded NATS server's JetStream data and the token key (with --nats: only the key)")
 	fs.StringVar(&cfg.NATS, "nats", "", "URL of an external NATS server or cluster (default: run one embedded)")
 	fs.StringVar(&cfg.NATSListen, "nats-listen", supervisor.DefaultNATSListen, "address of the embedded NATS server, for services in other processes (port 0: any)")
 	fs.StringVar(&cfg.Admin, "admin", "", "address of the admin endpoint: /metrics, /procs, /healthz (default: off)")
