@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +33,7 @@ type slot struct {
 	role  role
 	index int    // worker number, or the process's number among its service's
 	name  string // service name
+	ord   int    // the slot's position among all slots of its role: unique, so it names files
 
 	replaceCh chan chan error
 	stopCh    chan struct{}
@@ -48,15 +51,17 @@ type slot struct {
 type proc struct {
 	cmd     *exec.Cmd
 	shard   string
+	debug   string // the child's debug socket, "" without one
 	started time.Time
 	exited  chan struct{}
 	err     error // from Wait, valid once exited is closed
 }
 
-func (s *Supervisor) newSlot(r role, index int, name string) *slot {
+func (s *Supervisor) newSlot(r role, ord, index int, name string) *slot {
 	return &slot{
 		s:         s,
 		role:      r,
+		ord:       ord,
 		index:     index,
 		name:      name,
 		replaceCh: make(chan chan error),
@@ -96,6 +101,10 @@ func (sl *slot) launch() (*proc, error) {
 		args = []string{"service", sl.name, "--nats", s.natsURL, "--prefix", s.subj.Prefix}
 		args = append(args, s.cfg.ServiceArgs...)
 	}
+	if s.debugDir != "" {
+		p.debug = filepath.Join(s.debugDir, fmt.Sprintf("%s-%d-%d.sock", sl.role, sl.ord, gen))
+		args = append(args, "--debug-socket", p.debug)
+	}
 	cmd := exec.Command(s.cfg.Exe, args...)
 	cmd.Stdout = s.cfg.Output
 	cmd.Stderr = s.cfg.Output
@@ -106,6 +115,10 @@ func (sl *slot) launch() (*proc, error) {
 	p.started = time.Now()
 	go func() {
 		p.err = cmd.Wait()
+		if p.debug != "" {
+			// A child that was killed leaves its socket behind.
+			_ = os.Remove(p.debug)
+		}
 		close(p.exited)
 	}()
 	s.log.Info("started", "child", sl.label(), "pid", cmd.Process.Pid, "shard", p.shard)

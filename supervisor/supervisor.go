@@ -53,9 +53,12 @@ type Config struct {
 	NATSListen string
 	// NATSMaxPayload is the embedded server's max_payload (default 8 MiB).
 	NATSMaxPayload int32
-	// Admin is the admin endpoint's address (/metrics, /procs, /healthz);
-	// empty: none.
+	// Admin is the admin endpoint's address (/metrics, /procs, /healthz,
+	// /debug/pprof/); empty: none.
 	Admin string
+	// AdminToken, when set, is the bearer token every admin request but
+	// /healthz must carry.
+	AdminToken string
 	// Services are the bundled services to run.
 	Services []string
 	// Instances is the number of processes of each service in Services
@@ -96,6 +99,8 @@ type Supervisor struct {
 	addr     string
 	admin    *http.Server
 	adminLn  net.Listener
+	debugDir string // children's debug sockets; "" without an admin endpoint
+	debugTmp bool   // debugDir is a temporary directory of ours
 
 	mu      sync.Mutex
 	workers []*slot
@@ -292,11 +297,11 @@ func (s *Supervisor) start() error {
 	s.mu.Lock()
 	for _, name := range s.cfg.Services {
 		for i := range s.instances(name) {
-			s.svcs = append(s.svcs, s.newSlot(roleService, i, name))
+			s.svcs = append(s.svcs, s.newSlot(roleService, len(s.svcs), i, name))
 		}
 	}
 	for i := range s.cfg.Workers {
-		s.workers = append(s.workers, s.newSlot(roleWorker, i, ""))
+		s.workers = append(s.workers, s.newSlot(roleWorker, i, i, ""))
 	}
 	slots := append(append([]*slot(nil), s.svcs...), s.workers...)
 	s.mu.Unlock()
@@ -380,6 +385,9 @@ func (s *Supervisor) teardown() {
 	if s.reserved >= 0 {
 		closeFd(s.reserved)
 		s.reserved = -1
+	}
+	if s.debugTmp {
+		_ = os.RemoveAll(s.debugDir)
 	}
 }
 

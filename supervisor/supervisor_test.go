@@ -50,7 +50,7 @@ func TestAwaitServicesWaitsForEveryProcess(t *testing.T) {
 	pid := 1000
 	for _, name := range s.cfg.Services {
 		for i := range s.instances(name) {
-			sl := s.newSlot(roleService, i, name)
+			sl := s.newSlot(roleService, len(s.svcs), i, name)
 			pid++
 			sl.cur = &proc{cmd: &exec.Cmd{Process: &os.Process{Pid: pid}}, exited: make(chan struct{})}
 			s.svcs = append(s.svcs, sl)

@@ -19,7 +19,10 @@ import (
 	"github.com/shoal-gw/shoal/supervisor"
 )
 
-func runServe(args []string, stderr io.Writer) error {
+// defaultAdmin keeps the admin endpoint on loopback unless told otherwise.
+const defaultAdmin = "127.0.0.1:8081"
+
+func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -28,28 +31,66 @@ func runServe(args []string, stderr io.Writer) error {
 		routes   listFlag
 		gw       gatewayFlags
 		logs     logFlags
+		config   string
+		printCfg bool
 		keyFile  string
+
+		adminTokenFile string
 	)
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address every worker listens on (SO_REUSEPORT)")
 	fs.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "worker processes")
 	fs.StringVar(&cfg.DataDir, "data", "shoal-data", "directory for the embedded NATS server's JetStream data and the token key (with --nats: only the key)")
 	fs.StringVar(&cfg.NATS, "nats", "", "URL of an external NATS server or cluster (default: run one embedded)")
 	fs.StringVar(&cfg.NATSListen, "nats-listen", supervisor.DefaultNATSListen, "address of the embedded NATS server, for services in other processes (port 0: any)")
-	fs.StringVar(&cfg.Admin, "admin", "", "address of the admin endpoint: /metrics, /procs, /healthz (default: off)")
+	fs.StringVar(&cfg.Admin, "admin", defaultAdmin, `address of the admin endpoint: /metrics, /procs, /healthz, /debug/pprof/ ("off": none)`)
+	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token the admin endpoint requires (prefer $SHOAL_ADMIN_TOKEN or --admin-token-file: a flag shows in ps)")
+	fs.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin endpoint's bearer token")
 	fs.Var(&services, "services", "bundled services to run, comma separated, each NAME or NAME=PROCESSES: "+bundledNames())
 	fs.Var(&routes, "routes", "more service names clients may reach, served by processes of your own")
 	fs.StringVar(&cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
 	fs.StringVar(&cfg.ShardPrefix, "shard-prefix", "", "first part of every shard id (default: the host name)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "how long a worker waits for its clients to close on shutdown")
 	fs.StringVar(&keyFile, "token-key-file", "", "key file that signs and checks the clients' tokens, the same on every host of a fleet (default: <data>/token.key, created if missing)")
+	fs.StringVar(&config, "config", "", "TOML file of settings (default $"+configEnv+"); flags and SHOAL_* variables override it")
+	fs.BoolVar(&printCfg, "print-config", false, "print the effective settings as TOML, each with where it came from, and exit")
 	gw.register(fs)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	src, file, err := settle(fs, config, "SHOAL_", serveTable)
+	if err != nil {
+		return err
+	}
 	names, instances, err := parseServices(services)
 	if err != nil {
 		return err
+	}
+	svcSettings, err := settleServices(file, names, stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.Admin == "off" {
+		cfg.Admin = ""
+	}
+	if adminTokenFile != "" {
+		if cfg.AdminToken != "" {
+			return usageError("--admin-token and --admin-token-file: give one")
+		}
+		b, err := os.ReadFile(adminTokenFile)
+		if err != nil {
+			return usageError("--admin-token-file: %v", err)
+		}
+		if cfg.AdminToken = strings.TrimSpace(string(b)); cfg.AdminToken == "" {
+			return usageError("--admin-token-file %s is empty", adminTokenFile)
+		}
+	}
+	if printCfg {
+		printConfig(stdout, fs, src, "")
+		for _, ss := range svcSettings {
+			printConfig(stdout, ss.fs, ss.src, "service."+ss.name)
+		}
+		return nil
 	}
 	// A client message crosses the bus as one NATS message with a few
 	// headers; the embedded server's max_payload follows --max-message.
@@ -72,7 +113,11 @@ func runServe(args []string, stderr io.Writer) error {
 	cfg.Routes = append(append([]string(nil), names...), routes...)
 	common := []string{"--token-key-file=" + keyPath, "--log-level=" + logs.level, "--log-format=" + logs.format}
 	cfg.WorkerArgs = append(forwarded(fs, gatewayFlagNames), common...)
-	cfg.ServiceArgs = common
+	cfg.ServiceArgs = append([]string(nil), common...)
+	if file != nil {
+		// Each service reads its own [service.NAME] table.
+		cfg.ServiceArgs = append(cfg.ServiceArgs, "--config="+file.path)
+	}
 	cfg.Logger = log
 	cfg.Output = os.Stderr
 	sup, err := supervisor.New(cfg)
@@ -154,4 +199,52 @@ func tokenKey(flagPath, dataDir string) (string, error) {
 		return "", err
 	}
 	return abs, nil
+}
+
+// settledService is a bundled service's settings as serve sees them.
+type settledService struct {
+	name string
+	fs   *flag.FlagSet
+	src  flagSource
+}
+
+// settleServices checks the config file's [service.NAME] tables against
+// the services' own flags, so a misspelt setting fails serve at start
+// rather than a child in its restart loop, and returns the settings of
+// each service serve runs, for --print-config.
+func settleServices(file *configFile, services []string, stderr io.Writer) ([]settledService, error) {
+	if file != nil {
+		for name := range file.services {
+			if _, ok := bundled[name]; !ok {
+				return nil, usageError("config %s: [service.%s]: no bundled service %q (have: %s)", file.path, name, name, bundledNames())
+			}
+		}
+	}
+	var out []settledService
+	seen := make(map[string]bool)
+	names := append([]string(nil), services...)
+	if file != nil {
+		for name := range file.services {
+			names = append(names, name)
+		}
+	}
+	for _, name := range names {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		fs, _ := serviceFlags(name, stderr)
+		var tab map[string]any
+		what := "config"
+		if file != nil {
+			tab = file.services[name]
+			what = "config " + file.path + " [service." + name + "]"
+		}
+		src, err := layer(fs, serviceEnvPrefix(name), os.Environ(), tab, what)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, settledService{name: name, fs: fs, src: src})
+	}
+	return out, nil
 }

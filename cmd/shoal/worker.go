@@ -23,6 +23,7 @@ func runWorker(args []string, stderr io.Writer) error {
 		gw       gatewayFlags
 		logs     logFlags
 		keyFile  string
+		debug    string
 	)
 	fs.StringVar(&cfg.ID, "shard", "", "shard id on the bus (required)")
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address to listen on, shared through SO_REUSEPORT")
@@ -31,6 +32,7 @@ func runWorker(args []string, stderr io.Writer) error {
 	fs.Var(&services, "services", "service names clients may reach, comma separated")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", shard.DefaultDrainTimeout, "how long to wait for clients to close on SIGTERM")
 	fs.StringVar(&keyFile, "token-key-file", "", "key file that checks the clients' tokens (default: no tokens; every client is anonymous)")
+	fs.StringVar(&debug, "debug-socket", "", "unix socket to serve /debug/pprof on, for the admin endpoint of serve")
 	gw.register(fs)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -43,6 +45,11 @@ func runWorker(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopDebug, err := serveDebug(debug, log)
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
 	gw.apply(&cfg)
 	cfg.Services = services
 	if keyFile != "" {
