@@ -2,7 +2,9 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -245,7 +247,14 @@ func (h *rampHandler) Closed(c *client.Conn, err error) {
 	case connDialed:
 		cause := client.Cause(err)
 		if c.Opened() != 0 {
+			// Closed after the upgrade: the session was refused, as
+			// Centrifugo does an invalid token, with close code 3500.
 			cause = "session: " + cause
+			var fe *client.FailError
+			if errors.As(err, &fe) && fe.Cause == client.CauseClosed && fe.Err != nil {
+				code, _, _ := strings.Cut(fe.Err.Error(), " ")
+				cause += " " + code
+			}
 		}
 		h.env.Stats.Failed.Add(1)
 		h.env.Stats.Fail(cause)

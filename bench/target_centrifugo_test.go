@@ -182,7 +182,7 @@ func TestCentrifugoServer(t *testing.T) {
 		defer cancel()
 		rep, _ := Main(ctx, Config{Args: []string{"connect", "--url", tg.URL + CentrifugoPath, "--proto", ProtoCentrifugo,
 			"--hmac-secret", "not-" + tg.Args[3], "--conns", "5", "--hold", "100ms"}, Stdout: &out, Stderr: &errOut})
-		if rep == nil || rep.Conns.Established != 0 || rep.Conns.Failed != 5 {
+		if rep == nil || rep.Conns.Established != 0 || rep.Conns.Failed != 5 || rep.Conns.Failures["session: closed by server 3500"] != 5 {
 			t.Fatalf("report %+v\n%s%s", rep, out.String(), errOut.String())
 		}
 		if strings.Contains(strings.Join(rep.Command, " "), tg.Args[3]) {
