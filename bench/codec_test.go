@@ -299,3 +299,29 @@ func TestRedactArgs(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+// countSink counts messages, as a scenario's handler would.
+type countSink struct{ n int }
+
+func (s *countSink) Event(_ WireConn, ev Event, _ int64) {
+	if ev.Kind == EventMessage {
+		s.n++
+	}
+}
+
+// BenchmarkCentrifugoDecodePush is the bench's cost of one delivery from
+// Centrifugo: a 256-byte publication as Centrifugo pushes it.
+func BenchmarkCentrifugoDecodePush(b *testing.B) {
+	k, _ := NewCodec(CodecConfig{Proto: ProtoCentrifugo, Conns: 1})
+	data := AppendCentrifugoData(nil, Payload{Time: 1700000000123456789, Sender: 3, Seq: 12345}, 256)
+	push := []byte(`{"push":{"channel":"bench:r3","pub":{"data":` + string(data) + `,"info":{"user":"b3","client":"a11e84a8-87d2-4a6d-bc6e-7c5db7e2be09"}}}}`)
+	c, sink := &wireRecorder{}, &countSink{}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(push)))
+	for b.Loop() {
+		k.Decode(c, ws.OpText, push, 0, sink)
+	}
+	if sink.n != b.N {
+		b.Fatalf("%d messages decoded of %d", sink.n, b.N)
+	}
+}
