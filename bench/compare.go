@@ -603,7 +603,11 @@ func preparePeers(ctx context.Context, cfg Config, mo *multiOptions) (map[string
 		return nil, nil, fmt.Errorf("%w: %w", ErrPeers, err)
 	}
 	cleanup := func() { os.RemoveAll(binDir) }
-	fmt.Fprintf(cfg.Stdout, "building %s from %s\n", strings.Join(names, ", "), dir)
+	note := ""
+	if slices.Contains(names, centrifugoTarget) {
+		note = " (the first build of Centrifugo on a machine takes a few minutes)"
+	}
+	fmt.Fprintf(cfg.Stdout, "building %s from %s%s\n", strings.Join(names, ", "), dir, note)
 	bins, err := BuildPeers(ctx, dir, binDir, names)
 	if err != nil {
 		cleanup()
