@@ -58,7 +58,27 @@ type fleet struct {
 	ws    string // ws://host:port
 	admin string // http://host:port
 	nats  string // the bus's client URL
+	data  string // the --data directory
 	exit  chan error
+	// adminToken is the admin endpoint's bearer token, if it wants one.
+	adminToken string
+}
+
+// adminGet fetches a path of the admin endpoint.
+func (f *fleet) adminGet(path string) *http.Response {
+	f.t.Helper()
+	req, err := http.NewRequest("GET", f.admin+path, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if f.adminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+f.adminToken)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return resp
 }
 
 func startServe(t *testing.T, args ...string) *fleet {
@@ -67,8 +87,9 @@ func startServe(t *testing.T, args ...string) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
+	data := t.TempDir()
 	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
-		"--admin", "127.0.0.1:0", "--data", t.TempDir(), "--log-format", "json"}, args...)
+		"--admin", "127.0.0.1:0", "--data", data, "--log-format", "json"}, args...)
 	cmd := exec.Command(exe, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -78,7 +99,7 @@ func startServe(t *testing.T, args ...string) *fleet {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	f := &fleet{t: t, cmd: cmd, exit: make(chan error, 1)}
+	f := &fleet{t: t, cmd: cmd, data: data, exit: make(chan error, 1)}
 	ready := make(chan struct{})
 	var logs bytes.Buffer
 	var logMu sync.Mutex
@@ -122,10 +143,7 @@ func startServe(t *testing.T, args ...string) *fleet {
 
 func (f *fleet) procs() []supervisor.Proc {
 	f.t.Helper()
-	resp, err := http.Get(f.admin + "/procs")
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	resp := f.adminGet("/procs")
 	defer resp.Body.Close()
 	var ps []supervisor.Proc
 	if err := json.NewDecoder(resp.Body).Decode(&ps); err != nil {
@@ -146,10 +164,7 @@ func (f *fleet) workers() map[int]supervisor.Proc {
 
 func (f *fleet) metrics() string {
 	f.t.Helper()
-	resp, err := http.Get(f.admin + "/metrics")
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	resp := f.adminGet("/metrics")
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-gw/shoal/auth"
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/shard"
 )
@@ -21,6 +22,8 @@ func runWorker(args []string, stderr io.Writer) error {
 		services listFlag
 		gw       gatewayFlags
 		logs     logFlags
+		keyFile  string
+		debug    string
 	)
 	fs.StringVar(&cfg.ID, "shard", "", "shard id on the bus (required)")
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address to listen on, shared through SO_REUSEPORT")
@@ -28,6 +31,8 @@ func runWorker(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
 	fs.Var(&services, "services", "service names clients may reach, comma separated")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", shard.DefaultDrainTimeout, "how long to wait for clients to close on SIGTERM")
+	fs.StringVar(&keyFile, "token-key-file", "", "key file that checks the clients' tokens (default: no tokens; every client is anonymous)")
+	fs.StringVar(&debug, "debug-socket", "", "unix socket to serve /debug/pprof on, for the admin endpoint of serve")
 	gw.register(fs)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -40,8 +45,21 @@ func runWorker(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopDebug, err := serveDebug(debug, log)
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
 	gw.apply(&cfg)
 	cfg.Services = services
+	if keyFile != "" {
+		// Read once: tokens are checked with the key in memory.
+		key, err := auth.LoadKey(keyFile)
+		if err != nil {
+			return err
+		}
+		cfg.Authenticate = tokenAuthenticator(key)
+	}
 	cfg.Logger = log
 	nc, err := bus.Connect(bus.Config{URL: natsURL, Name: "shoal-worker-" + cfg.ID, Logger: log, ConnectTimeout: 10 * time.Second})
 	if err != nil {
