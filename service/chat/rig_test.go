@@ -3,18 +3,13 @@ package chat
 import (
 	"bufio"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +20,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/shoal-gw/shoal/acceptor"
+	"github.com/shoal-gw/shoal/auth"
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/service"
 	"github.com/shoal-gw/shoal/shard"
@@ -32,53 +28,9 @@ import (
 
 const waitLimit = 15 * time.Second
 
-// testKey signs and checks HS256 tokens with the claims the gateway's
-// tokens carry (sub, aud, iat, exp), so the tests run real handshakes.
-type testKey []byte
-
-func (k testKey) Sign(user string, aud []string, ttl time.Duration, now time.Time) (string, time.Time, error) {
-	exp := now.Add(ttl)
-	head := b64(`{"alg":"HS256","typ":"JWT"}`)
-	claims, _ := json.Marshal(map[string]any{"sub": user, "aud": aud, "iat": now.Unix(), "exp": exp.Unix()})
-	body := head + "." + b64(string(claims))
-	return body + "." + k.mac(body), exp, nil
-}
-
-func (k testKey) Verify(token, service string, now time.Time) (string, error) {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 || !hmac.Equal([]byte(parts[2]), []byte(k.mac(parts[0]+"."+parts[1]))) {
-		return "", errors.New("bad signature")
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return "", err
-	}
-	var c struct {
-		Sub string   `json:"sub"`
-		Aud []string `json:"aud"`
-		Exp int64    `json:"exp"`
-	}
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return "", err
-	}
-	if now.Unix() >= c.Exp {
-		return "", errors.New("expired")
-	}
-	if !slices.Contains(c.Aud, service) {
-		return "", errors.New("wrong audience")
-	}
-	return c.Sub, nil
-}
-
-func (k testKey) mac(s string) string {
-	m := hmac.New(sha256.New, k)
-	m.Write([]byte(s))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
-}
-
-func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
-
-var key = testKey("0123456789abcdef0123456789abcdef")
+// key signs the tokens of the tests' chat and checks them at their
+// shards' handshakes.
+var key = auth.Key("0123456789abcdef0123456789abcdef")
 
 // rig is a real NATS server with chat instances and shards on it.
 type rig struct {
@@ -246,11 +198,7 @@ func (r *rig) startShard(addr string) *testShard {
 // authenticate is the handshake check of the tests' shards: no token is
 // an anonymous connection, a bad token is refused with 401.
 func authenticate(req *acceptor.Request) (string, error) {
-	u, err := url.Parse(req.URI)
-	if err != nil {
-		return "", err
-	}
-	tok := u.Query().Get("token")
+	tok := req.Token()
 	if tok == "" {
 		return "", nil
 	}
