@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
 )
 
 // TestAccounts covers register, login and tokens, with their errors.
@@ -17,13 +16,13 @@ func TestAccounts(t *testing.T) {
 	sh := r.shards[0]
 
 	a := r.dial(sh, "")
-	a.user = "alice"
+	a.User = "alice"
 	before := time.Now()
 	w := a.mustCall(TypeWelcome, map[string]any{"type": "register", "user": "alice", "password": "correct horse"})
 	if w.User != "alice" || w.Token == "" || string(w.ID) != "1" {
-		t.Fatalf("welcome %s", w.raw)
+		t.Fatalf("welcome %s", w.Raw)
 	}
-	a.token = w.Token
+	a.Token = w.Token
 	exp, err := time.Parse(time.RFC3339, w.Expires)
 	if err != nil || exp.Before(before.Add(DefaultTokenTTL-time.Minute)) || exp.After(before.Add(DefaultTokenTTL+time.Minute)) {
 		t.Fatalf("expires %q (%v), want about 24h from now", w.Expires, err)
@@ -63,8 +62,8 @@ func TestAccounts(t *testing.T) {
 	// A token makes a new connection that user from its first frame; its
 	// welcome carries a fresh token.
 	tab := r.tab(sh, a)
-	if tab.token == "" {
-		t.Fatal("no token in the welcome at open")
+	if u, err := key.Verify(tab.Token, "chat", time.Now()); err != nil || u != "alice" {
+		t.Fatalf("the welcome at open has token %q naming %q (%v)", tab.Token, u, err)
 	}
 	tab.join("lobby")
 
@@ -87,7 +86,7 @@ func TestAccounts(t *testing.T) {
 			break
 		}
 		if f.Code != CodeBadCredentials {
-			t.Fatalf("login: %s", f.raw)
+			t.Fatalf("login: %s", f.Raw)
 		}
 	}
 	if !limited {
@@ -109,21 +108,18 @@ func TestProtocolErrors(t *testing.T) {
 		a.sendRaw(raw)
 		f := a.await("error for "+raw, func(f frame) bool { return f.Type == TypeError })
 		if f.Code != CodeBadJSON {
-			t.Fatalf("%q: %s, want bad_json", raw, f.raw)
+			t.Fatalf("%q: %s, want bad_json", raw, f.Raw)
 		}
 	}
-	a.w.Lock()
-	err := wsutil.WriteClientBinary(a.conn, []byte(`{"type":"ping"}`))
-	a.w.Unlock()
-	if err != nil {
+	if err := a.SendBinary([]byte(`{"type":"ping"}`)); err != nil {
 		t.Fatal(err)
 	}
 	if f := a.await("error for binary", func(f frame) bool { return f.Type == TypeError }); f.Code != CodeBadJSON {
-		t.Fatalf("binary frame: %s, want bad_json", f.raw)
+		t.Fatalf("binary frame: %s, want bad_json", f.Raw)
 	}
 
 	cases := []struct {
-		raw, code, id string
+		in, code, id string
 	}{
 		{`{"type":"shout","id":7}`, CodeUnknownType, "7"},
 		{`{"id":"x"}`, CodeBadRequest, `"x"`},
@@ -138,10 +134,10 @@ func TestProtocolErrors(t *testing.T) {
 		{`{"type":"join","room":"` + strings.Repeat("r", 65) + `","id":14}`, CodeBadRequest, "14"},
 	}
 	for _, c := range cases {
-		a.sendRaw(c.raw)
-		f := a.await("error for "+c.raw, func(f frame) bool { return f.Type == TypeError })
+		a.sendRaw(c.in)
+		f := a.await("error for "+c.in, func(f frame) bool { return f.Type == TypeError })
 		if f.Code != c.code || string(f.ID) != c.id {
-			t.Fatalf("%s: %s, want %s with id %s", c.raw, f.raw, c.code, c.id)
+			t.Fatalf("%s: %s, want %s with id %s", c.in, f.Raw, c.code, c.id)
 		}
 	}
 
@@ -149,13 +145,13 @@ func TestProtocolErrors(t *testing.T) {
 	for _, id := range []string{`"abc"`, `"ü \" \\"`, `12345678901234567890123`, `-1.5e3`, `0`} {
 		a.sendRaw(`{"type":"ping","id":` + id + `}`)
 		f := a.await("pong "+id, func(f frame) bool { return f.Type == TypePong })
-		if !strings.Contains(f.raw, `"id":`+id) {
-			t.Fatalf("ping with id %s: %s", id, f.raw)
+		if !strings.Contains(f.Raw, `"id":`+id) {
+			t.Fatalf("ping with id %s: %s", id, f.Raw)
 		}
 	}
 	a.sendRaw(`{"type":"ping"}`)
-	if f := a.await("pong", func(f frame) bool { return f.Type == TypePong }); f.raw != `{"type":"pong"}` {
-		t.Fatalf("pong without id: %s", f.raw)
+	if f := a.await("pong", func(f frame) bool { return f.Type == TypePong }); f.Raw != `{"type":"pong"}` {
+		t.Fatalf("pong without id: %s", f.Raw)
 	}
 }
 
@@ -168,19 +164,19 @@ func TestRooms(t *testing.T) {
 	for _, typ := range []string{"who", "history", "leave"} {
 		f := a.wantError(CodeNoSuchRoom, map[string]any{"type": typ, "room": "void"})
 		if f.Room != "void" {
-			t.Fatalf("%s error without the room: %s", typ, f.raw)
+			t.Fatalf("%s error without the room: %s", typ, f.Raw)
 		}
 	}
 	a.wantError(CodeNoSuchRoom, map[string]any{"type": "say", "room": "void", "text": "hello"})
 
 	j := a.join("lobby")
 	if len(j.Members) != 1 || j.Members[0] != "alice" || j.Epoch == "" || j.History == nil || j.Rev == 0 {
-		t.Fatalf("joined %s", j.raw)
+		t.Fatalf("joined %s", j.Raw)
 	}
 	a.presence("lobby", "alice", EventJoin)
 	jb := b.join("lobby")
 	if strings.Join(jb.Members, ",") != "alice,bob" {
-		t.Fatalf("bob's joined: %s", jb.raw)
+		t.Fatalf("bob's joined: %s", jb.Raw)
 	}
 	p := a.presence("lobby", "bob", EventJoin)
 	if p.Rev == 0 || p.Rev <= j.Rev {
@@ -189,7 +185,7 @@ func TestRooms(t *testing.T) {
 	// Joining again answers joined again and tells nobody.
 	again := b.join("lobby")
 	if strings.Join(again.Members, ",") != "alice,bob" {
-		t.Fatalf("second join: %s", again.raw)
+		t.Fatalf("second join: %s", again.Raw)
 	}
 	b.join("kitchen")
 	a.join("attic")
@@ -198,7 +194,7 @@ func TestRooms(t *testing.T) {
 
 	who := b.mustCall(TypeMembers, map[string]any{"type": "who", "room": "lobby"})
 	if strings.Join(who.Members, ",") != "alice,bob" || who.Rev == 0 {
-		t.Fatalf("who: %s", who.raw)
+		t.Fatalf("who: %s", who.Raw)
 	}
 	rooms := a.mustCall(TypeRooms, map[string]any{"type": "rooms"})
 	got := []string{}
@@ -206,12 +202,12 @@ func TestRooms(t *testing.T) {
 		got = append(got, ri.Room+"="+strconv.Itoa(ri.Members))
 	}
 	if strings.Join(got, " ") != "lobby=2 attic=1 kitchen=1" {
-		t.Fatalf("rooms: %s", rooms.raw)
+		t.Fatalf("rooms: %s", rooms.Raw)
 	}
 
 	left := b.mustCall(TypeLeft, map[string]any{"type": "leave", "room": "lobby"})
 	if left.Room != "lobby" {
-		t.Fatalf("left: %s", left.raw)
+		t.Fatalf("left: %s", left.Raw)
 	}
 	lp := a.presence("lobby", "bob", EventLeave)
 	if lp.Rev <= p.Rev {
@@ -221,7 +217,7 @@ func TestRooms(t *testing.T) {
 	b.wantError(CodeNotMember, map[string]any{"type": "leave", "room": "lobby"})
 	who = a.mustCall(TypeMembers, map[string]any{"type": "who", "room": "lobby"})
 	if strings.Join(who.Members, ",") != "alice" {
-		t.Fatalf("who after leave: %s", who.raw)
+		t.Fatalf("who after leave: %s", who.Raw)
 	}
 	// Bob left the room: its messages no longer reach him.
 	a.say("lobby", "bob is gone")
@@ -256,7 +252,7 @@ func TestSay(t *testing.T) {
 	s := a.say("lobby", "  hello  ")
 	m := b.message("lobby", "hello")
 	if m.User != "alice" || m.Seq != s.Seq || m.Prev != 0 || m.Epoch == "" {
-		t.Fatalf("message %s after sent %s", m.raw, s.raw)
+		t.Fatalf("message %s after sent %s", m.Raw, s.Raw)
 	}
 	if _, err := time.Parse(time.RFC3339, m.TS); err != nil {
 		t.Fatalf("ts %q: %v", m.TS, err)
@@ -264,7 +260,7 @@ func TestSay(t *testing.T) {
 	a.message("lobby", "hello") // the sender gets it too
 	s2 := a.say("lobby", "0123456789")
 	if m2 := b.message("lobby", "0123456789"); m2.Prev != s.Seq || m2.Seq != s2.Seq {
-		t.Fatalf("second message %s, want prev %d", m2.raw, s.Seq)
+		t.Fatalf("second message %s, want prev %d", m2.Raw, s.Seq)
 	}
 	a.wantError(CodeTooLong, map[string]any{"type": "say", "room": "lobby", "text": "0123456789a"})
 	a.wantError(CodeBadRequest, map[string]any{"type": "say", "room": "lobby", "text": " \n\t "})
@@ -273,7 +269,7 @@ func TestSay(t *testing.T) {
 	a.say("lobby", "third")
 	f := a.wantError(CodeRateLimited, map[string]any{"type": "say", "room": "lobby", "text": "fourth"})
 	if f.Room != "lobby" {
-		t.Fatalf("rate_limited without the room: %s", f.raw)
+		t.Fatalf("rate_limited without the room: %s", f.Raw)
 	}
 	b.say("lobby", "bob's turn")
 }
@@ -291,7 +287,7 @@ func TestTabs(t *testing.T) {
 	a2 := r.tab(sh, a)
 	j := a2.join("lobby")
 	if strings.Join(j.Members, ",") != "alice,bob" {
-		t.Fatalf("second tab's joined: %s", j.raw)
+		t.Fatalf("second tab's joined: %s", j.Raw)
 	}
 	a3 := r.tab(sh, a)
 	a3.join("lobby")
@@ -306,7 +302,7 @@ func TestTabs(t *testing.T) {
 	})
 	who := b.mustCall(TypeMembers, map[string]any{"type": "who", "room": "lobby"})
 	if strings.Join(who.Members, ",") != "alice,bob" {
-		t.Fatalf("who with alice's last tab: %s", who.raw)
+		t.Fatalf("who with alice's last tab: %s", who.Raw)
 	}
 	// The last tab drops: now alice leaves.
 	a3.close()
@@ -316,7 +312,7 @@ func TestTabs(t *testing.T) {
 	}
 	who = b.mustCall(TypeMembers, map[string]any{"type": "who", "room": "lobby"})
 	if strings.Join(who.Members, ",") != "bob" {
-		t.Fatalf("who after alice's last tab: %s", who.raw)
+		t.Fatalf("who after alice's last tab: %s", who.Raw)
 	}
 	b.none("a second leave of alice", func(f frame) bool {
 		return f.Type == TypePresence && f.User == "alice" && f.Event == EventLeave
@@ -341,7 +337,7 @@ func TestUnavailable(t *testing.T) {
 	} {
 		f := a.wantError(CodeUnavailable, req)
 		if f.Room != "lobby" {
-			t.Fatalf("unavailable without the room: %s", f.raw)
+			t.Fatalf("unavailable without the room: %s", f.Raw)
 		}
 	}
 	b := r.dial(r.shards[0], "")

@@ -154,7 +154,7 @@ func TestHistoryKeepsLast(t *testing.T) {
 	// The chain goes on from the last seq.
 	s := a.say("lobby", "next")
 	if m := a.message("lobby", "next"); m.Prev != seqs[7] || m.Seq != s.Seq {
-		t.Fatalf("message after the limit: %s", m.raw)
+		t.Fatalf("message after the limit: %s", m.Raw)
 	}
 }
 
@@ -188,7 +188,7 @@ func TestResume(t *testing.T) {
 	s := b.say("lobby", "live")
 	m := a2.message("lobby", "live")
 	if m.Seq != s.Seq || m.Prev != missed[4] {
-		t.Fatalf("live message after resume: %s", m.raw)
+		t.Fatalf("live message after resume: %s", m.Raw)
 	}
 }
 
@@ -222,7 +222,7 @@ func TestHistorySurvivesRestarts(t *testing.T) {
 	r.startInstance()
 	sh := r.startShard("")
 	c := r.dial(sh, "")
-	c.user = "alice"
+	c.User = "alice"
 	c.mustCall(TypeWelcome, map[string]any{"type": "login", "user": "alice", "password": "password-alice"})
 	j = c.join("lobby")
 	wantSeqs(t, "history after a restart of everything", j.History, seqs)
@@ -236,7 +236,7 @@ func TestHistorySurvivesRestarts(t *testing.T) {
 	})
 	next := c.say("lobby", "after restart")
 	if m := c.message("lobby", "after restart"); m.Prev != seqs[4] || m.Seq != next.Seq {
-		t.Fatalf("chain after restart: %s", m.raw)
+		t.Fatalf("chain after restart: %s", m.Raw)
 	}
 
 	// A deleted and recreated stream has another epoch; a seq of the old
@@ -257,7 +257,7 @@ func TestHistorySurvivesRestarts(t *testing.T) {
 	wantSeqs(t, "history of a new stream", j.History, nil)
 	s := c.say("lobby", "new era")
 	if m := c.message("lobby", "new era"); m.Prev != 0 || m.Seq != s.Seq || m.Epoch != j.Epoch {
-		t.Fatalf("first message of the new stream: %s", m.raw)
+		t.Fatalf("first message of the new stream: %s", m.Raw)
 	}
 }
 
@@ -278,10 +278,10 @@ func TestStreamRecreatedWhileRunning(t *testing.T) {
 	s := a.say("lobby", "again")
 	m := a.message("lobby", "again")
 	if m.Epoch == j.Epoch || m.Prev != 0 || m.Seq != s.Seq {
-		t.Fatalf("message after the stream was deleted: %s (old epoch %s)", m.raw, j.Epoch)
+		t.Fatalf("message after the stream was deleted: %s (old epoch %s)", m.Raw, j.Epoch)
 	}
 	f := a.mustCall(TypeHistory, map[string]any{"type": "history", "room": "lobby"})
 	if f.Epoch != m.Epoch || len(f.Messages) != 1 {
-		t.Fatalf("history after the stream was recreated: %s", f.raw)
+		t.Fatalf("history after the stream was recreated: %s", f.Raw)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/shoal-gw/shoal/service/chat/chattest"
 )
 
 // showInOrder applies the protocol's rule for live messages of one room
@@ -54,9 +56,9 @@ func sayConcurrently(t *testing.T, r *rig, clients []*client, room string, n int
 	for _, c := range clients {
 		wg.Go(func() {
 			for i := range n {
-				f, err := c.callErr(map[string]any{"type": "say", "room": room, "text": fmt.Sprintf("%s-%d", c.user, i)})
+				f, err := c.callErr(map[string]any{"type": "say", "room": room, "text": fmt.Sprintf("%s-%d", c.User, i)})
 				if err != nil || f.Type != TypeSent {
-					t.Errorf("%s say %d: %v %s", c.user, i, err, f.raw)
+					t.Errorf("%s say %d: %v %s", c.User, i, err, f.Raw)
 					return
 				}
 			}
@@ -73,14 +75,14 @@ func sayConcurrently(t *testing.T, r *rig, clients []*client, room string, n int
 		for len(arrived) < total {
 			arrived = append(arrived, c.await("message", func(f frame) bool { return f.Type == TypeMessage && f.Room == room }))
 		}
-		shown, waiting := showInOrder(t, c.user, 0, arrived)
+		shown, waiting := showInOrder(t, c.User, 0, arrived)
 		if waiting != 0 || len(shown) != total {
-			t.Fatalf("%s: %d shown, %d still waiting, of %d", c.user, len(shown), waiting, total)
+			t.Fatalf("%s: %d shown, %d still waiting, of %d", c.User, len(shown), waiting, total)
 		}
 		if chain == nil {
 			chain = shown
 		} else if !slices.Equal(shown, chain) {
-			t.Fatalf("%s shows another order than %s", c.user, clients[0].user)
+			t.Fatalf("%s shows another order than %s", c.User, clients[0].User)
 		}
 		c.none("a duplicate message", func(f frame) bool { return f.Type == TypeMessage && f.Room == room })
 	}
@@ -96,8 +98,8 @@ func sayConcurrently(t *testing.T, r *rig, clients []*client, room string, n int
 		counts[m.User]++
 	}
 	for _, c := range clients {
-		if counts[c.user] != n {
-			t.Fatalf("history has %d messages of %s, want %d", counts[c.user], c.user, n)
+		if counts[c.User] != n {
+			t.Fatalf("history has %d messages of %s, want %d", counts[c.User], c.User, n)
 		}
 	}
 }
@@ -161,13 +163,13 @@ func TestInstancesAgree(t *testing.T) {
 				t.Fatalf("who lobby: %s", got)
 			}
 			rooms := users[4].mustCall(TypeRooms, map[string]any{"type": "rooms"})
-			if len(rooms.Rooms) != 2 || rooms.Rooms[0] != (roomInfo{"lobby", 6}) || rooms.Rooms[1] != (roomInfo{"side", 3}) {
-				t.Fatalf("rooms: %s", rooms.raw)
+			if len(rooms.Rooms) != 2 || rooms.Rooms[0] != (chattest.Room{Room: "lobby", Members: 6}) || rooms.Rooms[1] != (chattest.Room{Room: "side", Members: 3}) {
+				t.Fatalf("rooms: %s", rooms.Raw)
 			}
 			s := users[3].say("lobby", "hello")
 			for _, u := range append(users, tab) {
 				if m := u.message("lobby", "hello"); m.Seq != s.Seq || m.User != "u3" {
-					t.Fatalf("%s got %s", u.user, m.raw)
+					t.Fatalf("%s got %s", u.User, m.Raw)
 				}
 			}
 			// u0 leaves with one tab: still there; drops the other: gone.
@@ -192,7 +194,7 @@ func TestInstancesAgree(t *testing.T) {
 			}
 			h := users[4].mustCall(TypeHistory, map[string]any{"type": "history", "room": "lobby"})
 			if len(h.Messages) != 1 || h.Messages[0].Text != "hello" {
-				t.Fatalf("history: %s", h.raw)
+				t.Fatalf("history: %s", h.Raw)
 			}
 			for _, u := range users[1:] {
 				u.none("a second leave of u0", func(f frame) bool {

@@ -34,7 +34,7 @@ func TestShardDeath(t *testing.T) {
 	}
 	who := b.mustCall(TypeMembers, map[string]any{"type": "who", "room": "lobby"})
 	if strings.Join(who.Members, ",") != "bob,carol" {
-		t.Fatalf("who after the crash: %s", who.raw)
+		t.Fatalf("who after the crash: %s", who.Raw)
 	}
 	b.none("carol leaving", func(f frame) bool { return f.Type == TypePresence && f.User == "carol" && f.Event == EventLeave })
 	waitFor(t, "no presence left of the dead shard", func() bool {
@@ -69,7 +69,7 @@ func TestOrphanedPresence(t *testing.T) {
 	b.presence("lobby", "alice", EventLeave)
 	who := b.mustCall(TypeMembers, map[string]any{"type": "who", "room": "lobby"})
 	if strings.Join(who.Members, ",") != "bob" {
-		t.Fatalf("who: %s", who.raw)
+		t.Fatalf("who: %s", who.Raw)
 	}
 	// The live shard's presence stays.
 	if n := len(in.h.mirror.shardConns("s2")); n != 1 {
@@ -95,7 +95,7 @@ func TestJoinRacesClose(t *testing.T) {
 		var wg sync.WaitGroup
 		for _, c := range clients {
 			wg.Go(func() {
-				tab, err := dialChat(r.shards[round%2].addr, c.token)
+				tab, err := dialChat(r.shards[round%2].addr, c.Token)
 				if err != nil {
 					t.Error(err)
 					return
@@ -106,7 +106,7 @@ func TestJoinRacesClose(t *testing.T) {
 					return
 				}
 				for _, room := range rooms {
-					if err := tab.sendErr(`{"type":"join","room":"` + room + `"}`); err != nil {
+					if err := tab.Send(`{"type":"join","room":"` + room + `"}`); err != nil {
 						t.Error(err)
 						return
 					}
@@ -160,7 +160,7 @@ func TestPresenceOrder(t *testing.T) {
 	tabs[0].join("lobby")
 	who := obs.mustCall(TypeMembers, map[string]any{"type": "who", "room": "lobby"})
 	if strings.Join(who.Members, ",") != "alice,observer" {
-		t.Fatalf("who: %s", who.raw)
+		t.Fatalf("who: %s", who.Raw)
 	}
 	// The write that made alice present last.
 	e, err := r.instances[0].h.presence.Get(context.Background(), memberKey("lobby", "alice"))

@@ -1,12 +1,8 @@
 package chat
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -14,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
 	"github.com/nats-io/nats.go"
 	"golang.org/x/crypto/bcrypt"
 
@@ -23,6 +17,7 @@ import (
 	"github.com/shoal-gw/shoal/auth"
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/service"
+	"github.com/shoal-gw/shoal/service/chat/chattest"
 	"github.com/shoal-gw/shoal/shard"
 )
 
@@ -212,40 +207,14 @@ func (ts *testShard) crash() {
 }
 
 // frame is any server message, decoded.
-type frame struct {
-	Type     string          `json:"type"`
-	ID       json.RawMessage `json:"id"`
-	Code     string          `json:"code"`
-	Message  string          `json:"message"`
-	Room     string          `json:"room"`
-	User     string          `json:"user"`
-	Token    string          `json:"token"`
-	Expires  string          `json:"expires"`
-	Text     string          `json:"text"`
-	Event    string          `json:"event"`
-	Epoch    string          `json:"epoch"`
-	TS       string          `json:"ts"`
-	Seq      uint64          `json:"seq"`
-	Prev     uint64          `json:"prev"`
-	Rev      uint64          `json:"rev"`
-	Members  []string        `json:"members"`
-	History  []frame         `json:"history"`
-	Messages []frame         `json:"messages"`
-	More     bool            `json:"more"`
-	Rooms    []roomInfo      `json:"rooms"`
-	raw      string
-}
+type frame = chattest.Frame
 
-// client is a WebSocket client of the chat.
+// client is a chattest.Client that fails its test on errors. A client's
+// methods are for one goroutine at a time; the ...Err ones are for
+// goroutines other than the test's.
 type client struct {
-	t     testing.TB
-	conn  net.Conn
-	w     sync.Mutex
-	in    chan frame
-	queue []frame // read but not yet taken
-	user  string
-	token string
-	ids   int
+	*chattest.Client
+	t testing.TB
 }
 
 // dial connects to a shard's /ws/chat, with token if not "".
@@ -261,68 +230,23 @@ func (r *rig) dial(ts *testShard, token string) *client {
 }
 
 func dialChat(addr, token string) (*client, error) {
-	u := "ws://" + addr + "/ws/chat"
-	if token != "" {
-		u += "?token=" + url.QueryEscape(token)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	conn, br, _, err := ws.Dial(ctx, u)
+	c, err := chattest.Dial(ctx, "ws://"+addr, token)
 	if err != nil {
 		return nil, err
 	}
-	var rd io.Reader = conn
-	if br != nil {
-		rd = io.MultiReader(br, conn)
-	}
-	c := &client{conn: conn, in: make(chan frame, 4096)}
-	go c.read(bufio.NewReader(rd))
-	return c, nil
+	return &client{Client: c}, nil
 }
 
-func (c *client) read(rd io.Reader) {
-	defer close(c.in)
-	rw := struct {
-		io.Reader
-		io.Writer
-	}{rd, writerFunc(func(p []byte) (int, error) {
-		c.w.Lock()
-		defer c.w.Unlock()
-		return c.conn.Write(p)
-	})}
-	for {
-		data, _, err := wsutil.ReadServerData(rw)
-		if err != nil {
-			return
-		}
-		var f frame
-		if err := json.Unmarshal(data, &f); err != nil {
-			f = frame{Type: "undecodable"}
-		}
-		f.raw = string(data)
-		c.in <- f
-	}
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
-
-func (c *client) close() { c.conn.Close() }
+func (c *client) close() { _ = c.Close() }
 
 // sendRaw sends one text frame.
 func (c *client) sendRaw(s string) {
 	c.t.Helper()
-	if err := c.sendErr(s); err != nil {
+	if err := c.Send(s); err != nil {
 		c.t.Fatalf("send: %v", err)
 	}
-}
-
-// sendErr sends one text frame, for goroutines other than the test's.
-func (c *client) sendErr(s string) error {
-	c.w.Lock()
-	defer c.w.Unlock()
-	return wsutil.WriteClientText(c.conn, []byte(s))
 }
 
 // await returns the first frame, earlier ones queued included, that
@@ -336,42 +260,11 @@ func (c *client) await(what string, match func(frame) bool) frame {
 	return f
 }
 
-// awaitErr is await for goroutines other than the test's.
 func (c *client) awaitErr(what string, match func(frame) bool) (frame, error) {
-	for i, f := range c.queue {
-		if match(f) {
-			c.queue = slices.Delete(c.queue, i, i+1)
-			return f, nil
-		}
-	}
-	timeout := time.After(waitLimit)
-	for {
-		select {
-		case f, ok := <-c.in:
-			if !ok {
-				return frame{}, fmt.Errorf("%s: connection closed while waiting for %s", c.user, what)
-			}
-			if match(f) {
-				return f, nil
-			}
-			c.queue = append(c.queue, f)
-		case <-timeout:
-			return frame{}, fmt.Errorf("%s: no %s within %v; queued: %v", c.user, what, waitLimit, c.queue)
-		}
-	}
+	return c.Await(what, waitLimit, match)
 }
 
-// callErr is call for goroutines other than the test's.
-func (c *client) callErr(msg map[string]any) (frame, error) {
-	c.ids++
-	id := fmt.Sprint(c.ids)
-	msg["id"] = c.ids
-	b, _ := json.Marshal(msg)
-	if err := c.sendErr(string(b)); err != nil {
-		return frame{}, err
-	}
-	return c.awaitErr("reply to "+id, func(f frame) bool { return string(f.ID) == id })
-}
+func (c *client) callErr(msg map[string]any) (frame, error) { return c.Call(waitLimit, msg) }
 
 // call sends a request with a fresh numeric id and waits for its answer.
 func (c *client) call(msg map[string]any) frame {
@@ -388,7 +281,7 @@ func (c *client) mustCall(want string, msg map[string]any) frame {
 	c.t.Helper()
 	f := c.call(msg)
 	if f.Type != want {
-		c.t.Fatalf("%s: %v answered %s, want %s", c.user, msg, f.raw, want)
+		c.t.Fatalf("%s: %v answered %s, want %s", c.User, msg, f.Raw, want)
 	}
 	return f
 }
@@ -399,7 +292,7 @@ func (c *client) wantError(code string, msg map[string]any) frame {
 	c.t.Helper()
 	f := c.call(msg)
 	if f.Type != TypeError || f.Code != code {
-		c.t.Fatalf("%s: %v answered %s, want error %s", c.user, msg, f.raw, code)
+		c.t.Fatalf("%s: %v answered %s, want error %s", c.User, msg, f.Raw, code)
 	}
 	return f
 }
@@ -420,24 +313,13 @@ func (c *client) message(room, text string) frame {
 	})
 }
 
-// none fails if a frame matching arrives within a short look: for things
-// that must not happen, checked after a later thing that must.
+// none fails if a frame matching has arrived: for things that must not
+// happen, checked after a later thing that must.
 func (c *client) none(what string, match func(frame) bool) {
 	c.t.Helper()
-	for {
-		select {
-		case f, ok := <-c.in:
-			if !ok {
-				return
-			}
-			c.queue = append(c.queue, f)
-		default:
-			for _, f := range c.queue {
-				if match(f) {
-					c.t.Fatalf("%s: unexpected %s: %s", c.user, what, f.raw)
-				}
-			}
-			return
+	for _, f := range c.Pending() {
+		if match(f) {
+			c.t.Fatalf("%s: unexpected %s: %s", c.User, what, f.Raw)
 		}
 	}
 }
@@ -446,12 +328,12 @@ func (c *client) none(what string, match func(frame) bool) {
 func (r *rig) register(ts *testShard, user string) *client {
 	r.t.Helper()
 	c := r.dial(ts, "")
-	c.user = user
+	c.User = user
 	f := c.mustCall(TypeWelcome, map[string]any{"type": "register", "user": user, "password": "password-" + user})
 	if f.User != user || f.Token == "" {
-		r.t.Fatalf("welcome %s", f.raw)
+		r.t.Fatalf("welcome %s", f.Raw)
 	}
-	c.token = f.Token
+	c.Token = f.Token
 	return c
 }
 
@@ -459,13 +341,14 @@ func (r *rig) register(ts *testShard, user string) *client {
 // the welcome.
 func (r *rig) tab(ts *testShard, c *client) *client {
 	r.t.Helper()
-	t := r.dial(ts, c.token)
-	t.user, t.token = c.user, c.token
-	f := t.await("welcome", func(f frame) bool { return f.Type == TypeWelcome })
-	if f.User != c.user {
-		r.t.Fatalf("welcome on a token connection: %s", f.raw)
+	tab := r.dial(ts, c.Token)
+	tab.User = c.User
+	f := tab.await("welcome", func(f frame) bool { return f.Type == TypeWelcome })
+	if f.User != c.User {
+		r.t.Fatalf("welcome on a token connection: %s", f.Raw)
 	}
-	return t
+	tab.Token = f.Token
+	return tab
 }
 
 // join joins room and returns the joined reply.
