@@ -338,6 +338,11 @@ func (h *Handler) Message(c *service.Conn, op service.Opcode, data []byte) {
 
 // Close forgets the connection: it leaves every room it was in.
 func (h *Handler) Close(c *service.Conn, _ int, _ string) {
+	if c.User() == "" {
+		// Anonymous connections join nothing. (A connection bound by
+		// identify carries its user on its close event.)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.RequestTimeout)
 	defer cancel()
 	if err := h.dropConn(ctx, c.ID()); err != nil {
