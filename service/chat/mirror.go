@@ -266,13 +266,28 @@ func (m *mirror) shardConns(shard string) map[string][]string {
 	defer m.mu.RUnlock()
 	out := make(map[string][]string, len(m.shards[shard]))
 	for id := range m.shards[shard] {
-		var keys []string
+		keys := make([]string, 0, len(m.ids[id].members))
 		for k := range m.ids[id].members {
 			keys = append(keys, k)
 		}
 		out[id] = keys
 	}
 	return out
+}
+
+// memberKeysOf returns the member keys ("room.user") naming connection id.
+func (m *mirror) memberKeysOf(id string) []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	r := m.ids[id]
+	if r == nil {
+		return nil
+	}
+	keys := make([]string, 0, len(r.members))
+	for k := range r.members {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // shardsNamed returns every shard that has a connection in the bucket.

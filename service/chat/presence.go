@@ -108,18 +108,23 @@ func (h *Handler) getConn(ctx context.Context, id string) (connRecord, uint64, e
 	return rec, e.Revision, nil
 }
 
-// addMember adds connection id to member.<room>.<user>. It reports
-// whether the user was not in the room before (and the revision of the
-// write that made them present).
-func (h *Handler) addMember(ctx context.Context, room, user, id string) (bool, uint64, error) {
+// memberAdd is what addMember did.
+type memberAdd struct {
+	added bool   // the connection was not in the list before
+	first bool   // nor was any other of the user's: the user is new in the room
+	rev   uint64 // the revision of the write, when added
+}
+
+// addMember adds connection id to member.<room>.<user>.
+func (h *Handler) addMember(ctx context.Context, room, user, id string) (memberAdd, error) {
 	key := memberKey(room, user)
 	for range maxCAS {
 		rec, rev, err := h.getMember(ctx, room, user)
 		if err != nil {
-			return false, 0, err
+			return memberAdd{}, err
 		}
 		if slices.Contains(rec.Conns, id) {
-			return false, 0, nil
+			return memberAdd{}, nil
 		}
 		first := len(rec.Conns) == 0
 		rec.Conns = append(rec.Conns, id)
@@ -134,11 +139,11 @@ func (h *Handler) addMember(ctx context.Context, room, user, id string) (bool, u
 			continue
 		}
 		if err != nil {
-			return false, 0, err
+			return memberAdd{}, err
 		}
-		return first, nrev, nil
+		return memberAdd{added: true, first: first, rev: nrev}, nil
 	}
-	return false, 0, errContended
+	return memberAdd{}, errContended
 }
 
 // removeMember takes connection id out of member.<room>.<user>, deleting
@@ -200,16 +205,31 @@ func (h *Handler) leaveMember(ctx context.Context, room, user, id string) error 
 // dropConn forgets a connection that is gone: it leaves every room its
 // record lists, then deletes the record. A join that added a room in
 // between makes the deletion conflict, and the record is read again.
+// Member lists that name the connection without its record listing the
+// room (a request that failed half way) are cleaned too, as the mirror
+// knows them.
 func (h *Handler) dropConn(ctx context.Context, id string) error {
 	for range maxCAS {
 		rec, rev, err := h.getConn(ctx, id)
-		if err != nil || rev == 0 {
+		if err != nil {
 			return err
 		}
 		for _, room := range rec.Rooms {
 			if err := h.leaveMember(ctx, room, rec.User, id); err != nil {
 				return err
 			}
+		}
+		for _, rest := range h.mirror.memberKeysOf(id) {
+			room, user, _ := splitMember(rest)
+			if rec.User == user && slices.Contains(rec.Rooms, room) {
+				continue
+			}
+			if err := h.leaveMember(ctx, room, user, id); err != nil {
+				return err
+			}
+		}
+		if rev == 0 {
+			return nil
 		}
 		_, err = h.presence.Delete(ctx, connKey(id), rev)
 		if errors.Is(err, service.ErrRevisionConflict) {

@@ -2,10 +2,13 @@ package chat
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-gw/shoal/service"
 )
 
 const testBeat = 100 * time.Millisecond
@@ -182,4 +185,29 @@ func TestPresenceOrder(t *testing.T) {
 	obs.none("presence after the last", func(f frame) bool {
 		return f.Type == TypePresence && f.User == "alice" && f.Rev > e.Revision
 	})
+}
+
+// TestCloseCleansHalfDone leaves a member list naming a connection whose
+// record does not list the room (a request that failed half way): the
+// connection's close cleans it too.
+func TestCloseCleansHalfDone(t *testing.T) {
+	r := newRig(t, 1, 1)
+	a, b := r.register(r.shards[0], "alice"), r.register(r.shards[0], "bob")
+	a.join("lobby")
+	b.join("attic")
+	ids := r.conns("lobby", "alice")
+	if len(ids) != 1 {
+		t.Fatalf("alice's connections in lobby: %v", ids)
+	}
+	ctx := context.Background()
+	h := r.instances[0].h
+	if _, err := h.presence.Create(ctx, memberKey("attic", "alice"), []byte(`{"conns":["`+ids[0]+`"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the half-done member list in the mirror", func() bool { return len(r.conns("attic", "alice")) == 1 })
+	a.close()
+	b.presence("attic", "alice", EventLeave)
+	if _, err := h.presence.Get(ctx, memberKey("attic", "alice")); !errors.Is(err, service.ErrNotFound) {
+		t.Fatalf("member.attic.alice after the close: %v", err)
+	}
 }

@@ -67,23 +67,29 @@ func (h *Handler) join(ctx context.Context, c *service.Conn, req *request) error
 		}
 	}
 	// Storage first, shard last: see presence.go for why that order makes
-	// a join racing the connection's close safe.
-	if _, err := h.addConnRoom(ctx, id, user, room); err != nil {
+	// a join racing the connection's close safe. A failure takes back
+	// what this join added, and only that: a join of a room the
+	// connection is in already must not take it out.
+	addedConn, err := h.addConnRoom(ctx, id, user, room)
+	if err != nil {
 		return err
 	}
-	joined, rev, err := h.addMember(ctx, room, user, id)
+	add, err := h.addMember(ctx, room, user, id)
 	if err != nil {
-		h.undoJoin(id, user, room)
+		h.undoJoin(id, user, room, addedConn, false)
 		return err
 	}
 	if err := c.Join(ctx, busRoom(room)); err != nil {
-		h.undoJoin(id, user, room)
+		h.undoJoin(id, user, room, addedConn, add.added)
 		if errors.Is(err, service.ErrNoConnection) || errors.Is(err, service.ErrShardGone) {
 			return nil // the client is gone: nobody to answer
 		}
-		// The shard may still have added the connection (a timeout): take
-		// it out again, so membership and presence agree.
-		_ = c.Leave(busRoom(room))
+		if addedConn {
+			// The shard may still have added the connection (a
+			// timeout): take it out again, so the room and presence
+			// agree.
+			_ = c.Leave(busRoom(room))
+		}
 		return err
 	}
 	members, snap, err := h.snapshot(ctx, room)
@@ -105,21 +111,27 @@ func (h *Handler) join(ctx context.Context, c *service.Conn, req *request) error
 		Type: TypeJoined, ID: req.ID, Room: room, Members: members, Rev: snap,
 		History: msgs, Epoch: epoch, More: more,
 	})
-	if joined {
-		h.publishPresence(room, user, EventJoin, rev)
+	if add.first {
+		h.publishPresence(room, user, EventJoin, add.rev)
 	}
 	return nil
 }
 
-// undoJoin takes back the storage writes of a join that failed.
-func (h *Handler) undoJoin(id, user, room string) {
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.RequestTimeout)
+// undoJoin takes back the storage writes of a join that failed: the room
+// in the connection's record if the join put it there, the connection in
+// the member list if the join added it.
+func (h *Handler) undoJoin(id, user, room string, conn, member bool) {
+	ctx, cancel := context.WithTimeout(h.life, h.cfg.RequestTimeout)
 	defer cancel()
-	if _, _, err := h.removeConnRoom(ctx, id, room); err != nil {
-		h.log.Warn("chat: undo join", "conn", id, "room", room, "err", err)
+	if conn {
+		if _, _, err := h.removeConnRoom(ctx, id, room); err != nil {
+			h.log.Warn("chat: undo join", "conn", id, "room", room, "err", err)
+		}
 	}
-	if err := h.leaveMember(ctx, room, user, id); err != nil {
-		h.log.Warn("chat: undo join", "conn", id, "room", room, "err", err)
+	if member {
+		if err := h.leaveMember(ctx, room, user, id); err != nil {
+			h.log.Warn("chat: undo join", "conn", id, "room", room, "err", err)
+		}
 	}
 }
 
