@@ -274,77 +274,160 @@ func (kv *KV) LastRevision(ctx context.Context) (uint64, error) {
 // rest; ">" alone is every key). Its channel first carries the current
 // value of every matching key, then one Entry with an empty Key marking
 // that the current values are complete, then every later write and
-// deletion, in revision order. Watch does not miss writes: after a
-// reconnect or a server restart it resumes where it was.
+// deletion, in revision order, each once. When the connection
+// reconnected (the server may have restarted and forgotten the watch), it
+// starts again after the last revision it delivered; a write that a later
+// write to the same key replaced in between is gone from the bucket (it
+// keeps History revisions per key) and is skipped, so a copy kept from the
+// watch still ends up with every key's latest value.
 func (kv *KV) Watch(ctx context.Context, pattern string) (*Watcher, error) {
-	// nats.go ends a watch when the context given to it ends, so it gets
-	// one that lives until Stop; the creation is bounded apart, by ctx
-	// and the store's timeout.
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	timer := time.AfterFunc(kv.s.timeout, cancel)
-	unhook := context.AfterFunc(ctx, cancel)
-	w, err := kv.kv.Watch(wctx, pattern)
-	fired := !timer.Stop()
-	if !unhook() || fired {
-		if err == nil {
-			_ = w.Stop()
-		}
-		err = fmt.Errorf("%w: %s: watch %s: %w", ErrUnavailable, kv.name, pattern, context.DeadlineExceeded)
+	w := &Watcher{
+		kv:      kv,
+		pattern: pattern,
+		out:     make(chan Entry, 256),
+		stop:    make(chan struct{}),
 	}
+	reconnects := kv.s.nc.Stats().Reconnects
+	nw, err := w.open(ctx)
 	if err != nil {
-		cancel()
-		return nil, storeError(kv.name+": watch "+pattern, ErrNoBucket, err)
+		return nil, err
 	}
-	kw := &Watcher{w: w, cancel: cancel, out: make(chan Entry, 256), stop: make(chan struct{})}
-	kw.wg.Go(kw.pump)
-	return kw, nil
+	w.wg.Go(func() { w.pump(nw, reconnects) })
+	return w, nil
 }
 
 // Watcher is a running KV.Watch.
 type Watcher struct {
+	kv      *KV
+	pattern string
+	out     chan Entry
+	stop    chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+}
+
+// natsWatch is one nats.go watch and the context that keeps it alive.
+type natsWatch struct {
 	w      jetstream.KeyWatcher
 	cancel context.CancelFunc
-	out    chan Entry
-	stop   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
+}
+
+// resumeCheck is how often a watch looks whether its connection
+// reconnected.
+const resumeCheck = 250 * time.Millisecond
+
+// open starts a nats.go watch: of the current values when nothing was
+// delivered yet, else of every write after the last one delivered.
+func (w *Watcher) open(ctx context.Context, opts ...jetstream.WatchOpt) (natsWatch, error) {
+	kv := w.kv
+	// nats.go ends a watch when the context given to it ends, so it gets
+	// one that lives until the watch is dropped; the creation is bounded
+	// apart, by ctx and the store's timeout.
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	timer := time.AfterFunc(kv.s.timeout, cancel)
+	unhook := context.AfterFunc(ctx, cancel)
+	nw, err := kv.kv.Watch(wctx, w.pattern, opts...)
+	fired := !timer.Stop()
+	if !unhook() || fired {
+		if err == nil {
+			_ = nw.Stop()
+		}
+		err = fmt.Errorf("%w: %s: watch %s: %w", ErrUnavailable, kv.name, w.pattern, context.DeadlineExceeded)
+	}
+	if err != nil {
+		cancel()
+		return natsWatch{}, storeError(kv.name+": watch "+w.pattern, ErrNoBucket, err)
+	}
+	return natsWatch{w: nw, cancel: cancel}, nil
 }
 
 // Updates returns the watch's channel. It is closed after Stop, or when
 // the connection closed.
 func (w *Watcher) Updates() <-chan Entry { return w.out }
 
-// Stop ends the watch and waits for its goroutine; safe to call twice.
+// Stop ends the watch and waits for its goroutines; safe to call twice.
 // It asks JetStream to drop the watch's consumer, so while JetStream does
 // not answer it waits for nats.go's JetStream timeout (5s).
 func (w *Watcher) Stop() {
-	w.once.Do(func() {
-		close(w.stop)
-		_ = w.w.Stop()
-		w.cancel()
-	})
+	w.once.Do(func() { close(w.stop) })
 	w.wg.Wait()
 }
 
-// pump converts nats.go's entries. It reads until nats.go closes its
-// channel, even after Stop, since nats.go's callback blocks on a full
-// channel and would never let the subscription end.
-func (w *Watcher) pump() {
+// drop ends a nats.go watch. It reads the watch's channel until nats.go
+// closes it, since nats.go's callback blocks on a full channel and would
+// never let the subscription end.
+func (w *Watcher) drop(nw natsWatch) {
+	_ = nw.w.Stop()
+	nw.cancel()
+	for range nw.w.Updates() {
+	}
+}
+
+// pump delivers the entries of the current nats.go watch, and replaces it
+// after a reconnect by one that resumes after the last revision
+// delivered; entries at or below it (the old watch's last ones, or the
+// new watch's first) are dropped, so each revision comes once.
+func (w *Watcher) pump(nw natsWatch, reconnects uint64) {
 	defer close(w.out)
-	for e := range w.w.Updates() {
-		var out Entry
-		if e != nil {
-			out = Entry{
-				Key:      e.Key(),
-				Value:    e.Value(),
-				Revision: e.Revision(),
-				Created:  e.Created(),
-				Deleted:  e.Operation() != jetstream.KeyValuePut,
-			}
-		}
+	tick := time.NewTicker(resumeCheck)
+	defer tick.Stop()
+	var last uint64
+	marked := false
+	for {
 		select {
-		case w.out <- out:
 		case <-w.stop:
+			w.drop(nw)
+			return
+		case e, ok := <-nw.w.Updates():
+			if !ok {
+				// The connection closed for good.
+				nw.cancel()
+				return
+			}
+			var out Entry
+			if e == nil {
+				if marked {
+					continue // a resumed watch's end of "current values"
+				}
+				marked = true
+			} else {
+				if e.Revision() <= last {
+					continue
+				}
+				last = e.Revision()
+				out = Entry{
+					Key:      e.Key(),
+					Value:    e.Value(),
+					Revision: e.Revision(),
+					Created:  e.Created(),
+					Deleted:  e.Operation() != jetstream.KeyValuePut,
+				}
+			}
+			select {
+			case w.out <- out:
+			case <-w.stop:
+				w.drop(nw)
+				return
+			}
+		case <-tick.C:
+			nc := w.kv.s.nc
+			if n := nc.Stats().Reconnects; n != reconnects && nc.IsConnected() {
+				var opts []jetstream.WatchOpt
+				if last > 0 {
+					opts = []jetstream.WatchOpt{jetstream.IncludeHistory(), jetstream.ResumeFromRevision(last + 1)}
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), w.kv.s.timeout)
+				fresh, err := w.open(ctx, opts...)
+				cancel()
+				if err != nil {
+					w.kv.s.log.Warn("service: store: resume watch", "bucket", w.kv.name, "pattern", w.pattern, "err", err)
+					continue // tried again at the next tick
+				}
+				w.kv.s.log.Debug("service: store: watch resumed", "bucket", w.kv.name, "after", last)
+				old := nw
+				nw, reconnects = fresh, n
+				w.wg.Go(func() { w.drop(old) })
+			}
 		}
 	}
 }

@@ -285,3 +285,27 @@ func TestStreamRecreatedWhileRunning(t *testing.T) {
 		t.Fatalf("history after the stream was recreated: %s", f.Raw)
 	}
 }
+
+// TestNATSRestartUnderRunningService restarts NATS (same store) under a
+// running instance and shard: both reconnect, the presence watch resumes,
+// and history and presence carry on.
+func TestNATSRestartUnderRunningService(t *testing.T) {
+	r := newRig(t, 1, 1)
+	a := r.register(r.shards[0], "alice")
+	a.join("lobby")
+	first := a.say("lobby", "before")
+	r.restartNATS()
+	b := r.register(r.shards[0], "bob")
+	j := b.join("lobby")
+	if len(j.History) != 1 || j.History[0].Seq != first.Seq {
+		t.Fatalf("history after the NATS restart: %s", j.Raw)
+	}
+	if len(j.Members) != 2 {
+		t.Fatalf("members after the NATS restart: %v", j.Members)
+	}
+	a.presence("lobby", "bob", EventJoin)
+	s := b.say("lobby", "after")
+	if m := a.message("lobby", "after"); m.Prev != first.Seq || m.Seq != s.Seq {
+		t.Fatalf("message after the NATS restart: %s", m.Raw)
+	}
+}

@@ -37,6 +37,7 @@ type rig struct {
 	shards    []*testShard
 	cfg       Config // template for instances
 	beat      time.Duration
+	ncs       []*nats.Conn // every connection made by connect
 }
 
 type instance struct {
@@ -72,6 +73,9 @@ func newRig(t testing.TB, instances, shards int, opts ...rigOption) *rig {
 		o(r)
 	}
 	r.startNATS(-1)
+	// Registered first, so it runs last: whichever server runs then stops
+	// after everything that uses it.
+	t.Cleanup(func() { r.nats.Shutdown() })
 	for range instances {
 		r.startInstance()
 	}
@@ -89,7 +93,6 @@ func (r *rig) startNATS(port int) {
 	if err != nil {
 		r.t.Fatalf("start NATS: %v", err)
 	}
-	r.t.Cleanup(e.Shutdown)
 	r.nats, r.url = e, e.ClientURL()
 }
 
@@ -104,6 +107,15 @@ func (r *rig) restartNATS() {
 	port, _ := strconv.Atoi(u.Port())
 	r.nats.Shutdown()
 	r.startNATS(port)
+	// Messages published while a connection was away are lost when they
+	// reach the server before their subscribers are back, as with any
+	// NATS outage: wait until every connection is back, its
+	// subscriptions with it.
+	for _, nc := range r.ncs {
+		waitFor(r.t, "a NATS connection back", func() bool {
+			return nc.IsClosed() || nc.IsConnected() && nc.FlushTimeout(time.Second) == nil
+		})
+	}
 }
 
 func (r *rig) connect() *nats.Conn {
@@ -113,6 +125,7 @@ func (r *rig) connect() *nats.Conn {
 		r.t.Fatalf("connect NATS: %v", err)
 	}
 	r.t.Cleanup(nc.Close)
+	r.ncs = append(r.ncs, nc)
 	return nc
 }
 
