@@ -63,7 +63,9 @@ type Handler interface {
 // ShardWatcher may be implemented by a Handler that keeps state per shard,
 // such as presence. Run then watches the shards' life records and calls
 // ShardUp the first time a shard is heard of and ShardDown when it says
-// "down" or misses bus.MissedBeats heartbeat intervals. A shard id heard
+// "down" or misses bus.MissedBeats heartbeat intervals (counted while the
+// service's own connection is up: after it reconnects, every shard has its
+// intervals anew). A shard id heard
 // again in a new life (an "up" record, or another process id) before its
 // silence was noticed gets ShardDown then ShardUp: the old life's
 // connections are gone. Both are called from one goroutine, never
@@ -242,6 +244,9 @@ func New(nc *nats.Conn, cfg Config, h Handler) (*Service, error) {
 		ready:    make(chan struct{}),
 	}, nil
 }
+
+// NATS returns the Service's connection, which the caller owns.
+func (s *Service) NATS() *nats.Conn { return s.nc }
 
 // Name returns the service name.
 func (s *Service) Name() string { return s.name }

@@ -2,8 +2,10 @@ package service_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/shoal-gw/shoal/bus"
+	"github.com/shoal-gw/shoal/bus/bustest"
 	"github.com/shoal-gw/shoal/service"
 )
 
@@ -637,5 +640,71 @@ func TestStarter(t *testing.T) {
 	case got := <-failing.log:
 		t.Fatalf("call %q after a failed Start", got)
 	default:
+	}
+}
+
+// TestNoShardDownWhileTheServiceIsCutOff restarts the NATS server under a
+// service and a shard that keeps beating: everyone is silent during the
+// outage, which is no reason to think the shard died.
+func TestNoShardDownWhileTheServiceIsCutOff(t *testing.T) {
+	dir := t.TempDir()
+	start := func(port int) *bus.Embedded {
+		e, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: port, StoreDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	srv := start(-1)
+	t.Cleanup(func() { srv.Shutdown() })
+	snc, tnc := bustest.Connect(t, srv.ClientURL()), bustest.Connect(t, srv.ClientURL())
+	w := newWatch()
+	runService(t, snc, service.Config{Name: "w"}, w)
+
+	// Three beats outlast the clients' reconnect delay (at most 500ms)
+	// with room to spare, as three of the default second do.
+	const beat = 400 * time.Millisecond
+	stop := make(chan struct{})
+	var beating sync.WaitGroup
+	beating.Go(func() {
+		tick := time.NewTicker(beat)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				rec, _ := json.Marshal(bus.Life{Shard: "s1", PID: 1, State: bus.LifeHeartbeat, IntervalMS: beat.Milliseconds()})
+				_ = tnc.Publish(bus.Subjects{}.Life("s1"), rec)
+			}
+		}
+	})
+	t.Cleanup(func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		beating.Wait()
+	})
+	if got := recv(t, w.ups, "ShardUp"); got != "s1" {
+		t.Fatalf("ShardUp(%q)", got)
+	}
+	port := srv.Server().Addr().(*net.TCPAddr).Port
+	srv.Shutdown()
+	time.Sleep(6 * beat) // an outage twice as long as three beats
+	srv = start(port)
+	waitFor(t, "both connections back", func() bool { return snc.IsConnected() && tnc.IsConnected() })
+	// Beats flow again; intervals later, still no ShardDown.
+	time.Sleep(5 * beat)
+	select {
+	case s := <-w.downs:
+		t.Fatalf("ShardDown(%q) for a bus outage", s)
+	default:
+	}
+	// Silence while connected still counts.
+	close(stop)
+	if got := recv(t, w.downs, "ShardDown"); got != "s1" {
+		t.Fatalf("ShardDown(%q)", got)
 	}
 }

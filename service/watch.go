@@ -30,6 +30,7 @@ const (
 // owns the table of known shards and makes every ShardUp and ShardDown call,
 // so the two never run concurrently.
 type watcher struct {
+	nc   *nats.Conn
 	sub  *nats.Subscription
 	msgs chan *nats.Msg
 	sw   ShardWatcher
@@ -47,6 +48,7 @@ type shardLife struct {
 
 func startWatcher(nc *nats.Conn, subject string, sw ShardWatcher, log *slog.Logger) (*watcher, error) {
 	w := &watcher{
+		nc:   nc,
 		msgs: make(chan *nats.Msg, lifeBacklog),
 		sw:   sw,
 		log:  log,
@@ -74,6 +76,7 @@ func (w *watcher) loop() {
 	known := make(map[string]shardLife)
 	check := time.NewTimer(checkPeriod(known))
 	defer check.Stop()
+	reconnects := w.nc.Stats().Reconnects
 	for {
 		select {
 		case <-w.done:
@@ -81,6 +84,21 @@ func (w *watcher) loop() {
 		case m := <-w.msgs:
 			w.record(known, m)
 		case now := <-check.C:
+			// Silence means a shard is gone only while this service hears
+			// the bus: while its own connection is down, or just after it
+			// came back, every shard is silent. Each gets its intervals
+			// anew from the reconnect.
+			if n := w.nc.Stats().Reconnects; !w.nc.IsConnected() || n != reconnects {
+				if w.nc.IsConnected() {
+					reconnects = n
+				}
+				for shard, l := range known {
+					l.seen = now
+					known[shard] = l
+				}
+				check.Reset(checkPeriod(known))
+				continue
+			}
 			for shard, l := range known {
 				if now.Sub(l.seen) > bus.MissedBeats*l.interval {
 					delete(known, shard)

@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -289,8 +290,11 @@ func TestStreamRecreatedWhileRunning(t *testing.T) {
 // TestNATSRestartUnderRunningService restarts NATS (same store) under a
 // running instance and shard: both reconnect, the presence watch resumes,
 // and history and presence carry on.
+//
+// The shards beat every 100ms, so the outage is longer than three beats:
+// silence while the service itself is cut off drops nobody's presence.
 func TestNATSRestartUnderRunningService(t *testing.T) {
-	r := newRig(t, 1, 1)
+	r := newRig(t, 1, 1, withBeat(testBeat), withConfig(func(c *Config) { c.ShardTimeout = 3 * testBeat }))
 	a := r.register(r.shards[0], "alice")
 	a.join("lobby")
 	first := a.say("lobby", "before")
@@ -308,4 +312,10 @@ func TestNATSRestartUnderRunningService(t *testing.T) {
 	if m := a.message("lobby", "after"); m.Prev != first.Seq || m.Seq != s.Seq {
 		t.Fatalf("message after the NATS restart: %s", m.Raw)
 	}
+	time.Sleep(5 * testBeat) // sweeps and silence checks happen meanwhile
+	who := b.mustCall(TypeMembers, map[string]any{"type": "who", "room": "lobby"})
+	if strings.Join(who.Members, ",") != "alice,bob" {
+		t.Fatalf("who after the NATS restart: %s", who.Raw)
+	}
+	b.none("alice leaving", func(f frame) bool { return f.Type == TypePresence && f.Event == EventLeave })
 }

@@ -11,7 +11,7 @@ import (
 type shardTable struct {
 	mu      sync.Mutex
 	alive   map[string]bool
-	started time.Time // set by Start, read by sweep
+	started time.Time // set by Start and after reconnects; sweep's own
 }
 
 // Timings of the background work.
@@ -63,11 +63,22 @@ func (h *Handler) sweep() {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	lastEpoch := time.Now()
+	nc := h.svc.NATS()
+	reconnects := nc.Stats().Reconnects
 	for {
 		select {
 		case <-h.life.Done():
 			return
 		case now := <-tick.C:
+			// Shards are heard only while the bus is: after a reconnect
+			// they get ShardTimeout anew, as after a start.
+			if n := nc.Stats().Reconnects; !nc.IsConnected() || n != reconnects {
+				if nc.IsConnected() {
+					reconnects = n
+				}
+				h.shards.started = now
+				continue
+			}
 			if now.Sub(h.shards.started) >= h.cfg.ShardTimeout {
 				for _, shard := range h.mirror.shardsNamed() {
 					if !h.isAlive(shard) {
