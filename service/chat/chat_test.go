@@ -67,6 +67,21 @@ func TestAccounts(t *testing.T) {
 	}
 	tab.join("lobby")
 
+	// A good token naming a user the chat cannot have gets no welcome,
+	// and every request is unauthorized.
+	odd, _, err := key.Sign("dot.ted", []string{"chat"}, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := dialChat(sh.addr, odd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.t = t
+	t.Cleanup(o.close)
+	o.wantError(CodeUnauthorized, map[string]any{"type": "join", "room": "lobby"})
+	o.none("a welcome", func(f frame) bool { return f.Type == TypeWelcome })
+
 	// A bad token is refused at the handshake.
 	for _, tok := range []string{"garbage", w.Token[:len(w.Token)-2] + "xx", expiredToken("alice")} {
 		_, err := dialChat(sh.addr, tok)

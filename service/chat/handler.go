@@ -288,8 +288,8 @@ func (h *Handler) setEpoch(t time.Time) {
 // Open greets a connection that a token bound to a user with a fresh
 // token. Anonymous connections hear nothing until they register or log in.
 func (h *Handler) Open(c *service.Conn) error {
-	if c.User() != "" {
-		h.welcome(c, nil, c.User())
+	if u := c.User(); u != "" && validName(u, MaxUser) {
+		h.welcome(c, nil, u)
 	}
 	return nil
 }
@@ -301,8 +301,15 @@ func (h *Handler) Message(c *service.Conn, op service.Opcode, data []byte) {
 		return
 	}
 	req, perr := decode(data)
-	if perr == nil && known[req.Type] && c.User() == "" {
-		perr = failure(CodeUnauthorized, "register or login first")
+	if perr == nil && known[req.Type] {
+		switch u := c.User(); {
+		case u == "":
+			perr = failure(CodeUnauthorized, "register or login first")
+		case !validName(u, MaxUser):
+			// A token of another issuer sharing the key may name a user
+			// the chat's keys cannot hold.
+			perr = failure(CodeUnauthorized, "the token's user is not a chat user name")
+		}
 	}
 	if perr != nil {
 		h.fail(c, &req, perr)
