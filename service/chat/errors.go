@@ -38,13 +38,8 @@ const (
 	CodeUnavailable = "unavailable"
 )
 
-// Sentinel errors of package chat.
-var (
-	// ErrConfig reports a Config that New cannot use.
-	ErrConfig = errors.New("chat: invalid config")
-	// ErrNotStarted reports use of a Handler before its Start.
-	ErrNotStarted = errors.New("chat: not started")
-)
+// ErrConfig reports a Config that New cannot use.
+var ErrConfig = errors.New("chat: invalid config")
 
 // protoError is a request's failure, sent to the client as an error reply.
 type protoError struct {

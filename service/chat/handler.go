@@ -70,11 +70,13 @@ type Config struct {
 	// (default 5s).
 	RequestTimeout time.Duration
 	// ShardTimeout is how long a shard named in presence may stay unheard
-	// after this instance started before its connections count as gone
-	// (default 3s: three heartbeats at the default interval). It covers
-	// shards that died while no instance was running.
+	// after this instance started (or reconnected to NATS) before its
+	// connections count as gone (default 3s: three heartbeats at the
+	// default interval). It covers shards that died while no instance was
+	// running. Keep it above three heartbeat intervals of the shards.
 	ShardTimeout time.Duration
-	Logger       *slog.Logger
+	// Logger receives the service's logs; default discards them.
+	Logger *slog.Logger
 }
 
 // Handler is the chat service. It implements service.Handler,
