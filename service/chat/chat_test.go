@@ -157,7 +157,7 @@ func TestProtocolErrors(t *testing.T) {
 	}
 
 	// Ids come back byte for byte, strings and numbers of any size.
-	for _, id := range []string{`"abc"`, `"ü \" \\"`, `12345678901234567890123`, `-1.5e3`, `0`} {
+	for _, id := range []string{`"abc"`, `"ü \" \\"`, `"<&>"`, `12345678901234567890123`, `-1.5e3`, `0`} {
 		a.sendRaw(`{"type":"ping","id":` + id + `}`)
 		f := a.await("pong "+id, func(f frame) bool { return f.Type == TypePong })
 		if !strings.Contains(f.Raw, `"id":`+id) {

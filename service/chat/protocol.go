@@ -236,14 +236,18 @@ type errorReply struct {
 	Room    string          `json:"room,omitempty"`
 }
 
+// encode writes a reply. HTML is not escaped, so an "id" comes back byte
+// for byte and texts read the same in replies as in live messages.
 func encode(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		// Only the types above are encoded, with strings that json
 		// always can write.
 		panic("chat: encode: " + err.Error())
 	}
-	return b
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
 // message is one chat message, stored and delivered.
