@@ -161,9 +161,9 @@ func (s *chatScenario) Run(ctx context.Context, env *Env) error {
 	setupStart := time.Now()
 	env.Ramp(ctx, r.n, env.ShareRate(env.Opts.Rate), r)
 	deadline := time.Now().Add(s.setupTimeout)
-	for r.setUp.Load()+env.Stats.Failed.Load() < int64(r.n) && ctx.Err() == nil {
+	for left := r.unsettled(); left > 0 && ctx.Err() == nil; left = r.unsettled() {
 		if time.Now().After(deadline) {
-			env.Report.Errors = append(env.Report.Errors, fmt.Sprintf("%d users were not in their rooms within --setup-timeout %s", int64(r.n)-r.setUp.Load()-env.Stats.Failed.Load(), s.setupTimeout))
+			env.Report.Errors = append(env.Report.Errors, fmt.Sprintf("%d users were not in their rooms within --setup-timeout %s", left, s.setupTimeout))
 			break
 		}
 		env.Clock.Sleep(ctx, 50*time.Millisecond)
@@ -309,6 +309,22 @@ func (r *chatRun) unexpected(cause string) {
 	if r.bad.Add(1) == 1 {
 		r.badCause.Store(cause)
 	}
+}
+
+// unsettled counts the users that are neither in their rooms yet nor
+// given up on. Once the ramp is over, a user with no connection and no
+// redial to come failed for good (the ramp counted it).
+func (r *chatRun) unsettled() int {
+	n := 0
+	for i := range r.users {
+		u := &r.users[i]
+		u.mu.Lock()
+		if !u.setUp && !u.gone && (u.conn != nil || u.dialing || u.redialAt != 0) {
+			n++
+		}
+		u.mu.Unlock()
+	}
+	return n
 }
 
 // allDelivered reports whether every say of this process was answered
