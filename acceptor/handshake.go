@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
@@ -55,7 +57,7 @@ func (p *pending) Expire(int64) {
 	}
 	p.finish()
 	p.a.reject("timeout")
-	writeFull(p.fd, statusResponse(http.StatusRequestTimeout, "request head not received in time"))
+	writeFull(p.fd, statusResponse(http.StatusRequestTimeout, "request head not received in time", 0))
 	p.a.closeFd(p.fd, p.remote)
 }
 
@@ -121,7 +123,7 @@ func (p *pending) Run() {
 		case n == len(b):
 			p.finish()
 			a.reject("head_too_large")
-			writeFull(p.fd, statusResponse(http.StatusRequestHeaderFieldsTooLarge, "request head too large"))
+			writeFull(p.fd, statusResponse(http.StatusRequestHeaderFieldsTooLarge, "request head too large", 0))
 			a.closeFd(p.fd, p.remote)
 		default:
 			// A head split over several segments: keep what came, exactly
@@ -142,7 +144,7 @@ func (p *pending) Run() {
 func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
 	rl, ok := parseRequestLine(head)
 	if !ok {
-		a.refuse(fd, remote, http.StatusBadRequest, "bad_request", "malformed request line")
+		a.refuse(fd, remote, http.StatusBadRequest, "bad_request", "malformed request line", 0)
 		return
 	}
 	service, isWS := servicePath(rl.target)
@@ -153,7 +155,7 @@ func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
 		a.ips.release(remote.Addr())
 		if err := a.http.serve(fd, data); err != nil {
 			a.reject("http_busy")
-			writeFull(fd, statusResponse(http.StatusServiceUnavailable, err.Error()))
+			writeFull(fd, statusResponse(http.StatusServiceUnavailable, err.Error(), 0))
 			unix.Close(fd)
 		}
 		return
@@ -161,14 +163,17 @@ func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
 	switch {
 	case !wantsWebSocket(head):
 		a.refuse(fd, remote, http.StatusUpgradeRequired, "not_websocket",
-			"this endpoint speaks WebSocket: send a WebSocket handshake")
+			"this endpoint speaks WebSocket: send a WebSocket handshake", 0)
 		return
 	case a.isDraining():
-		a.refuse(fd, remote, http.StatusServiceUnavailable, "draining", "shutting down, connect again")
+		a.refuse(fd, remote, http.StatusServiceUnavailable, "draining", "shutting down, connect again", 0)
+		return
+	case !a.admitUpgrade(fd, remote):
 		return
 	}
 	up, err := a.upgrade(fdWriter(fd), remote, service, rl.target, head)
 	if err != nil {
+		a.held.Add(-1)
 		// The upgrader has answered the client already.
 		var rej *RejectError
 		reason := "handshake"
@@ -185,10 +190,11 @@ func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
 	a.cfg.Upgraded(up)
 }
 
-// refuse answers a request with an error status and closes it.
-func (a *Acceptor) refuse(fd int, remote netip.AddrPort, status int, reason, msg string) {
+// refuse answers a request with an error status (and a Retry-After of at
+// least a second when retry is not 0) and closes it.
+func (a *Acceptor) refuse(fd int, remote netip.AddrPort, status int, reason, msg string, retry time.Duration) {
 	a.reject(reason)
-	writeFull(fd, statusResponse(status, msg))
+	writeFull(fd, statusResponse(status, msg, retry))
 	a.closeFd(fd, remote)
 }
 
@@ -248,9 +254,12 @@ func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target s
 		if !hc.wrote {
 			// The upgrader answers nothing to a request line it cannot
 			// parse; the client still deserves a status.
-			w.Write(statusResponse(status, err.Error()))
+			w.Write(statusResponse(status, err.Error(), 0))
 		}
 		return nil, &RejectError{Status: status, Reason: "handshake", Err: err}
+	}
+	if a.cfg.Authenticate != nil {
+		target = withoutToken(target)
 	}
 	return &Upgraded{
 		Remote:   remote,
@@ -329,6 +338,33 @@ func (r *Request) Token() string {
 	return ""
 }
 
+// withoutToken returns a request target without its token parameters
+// (named "token" once unescaped, as Request.Token reads them), the rest
+// of the query left byte for byte as the client sent it.
+func withoutToken(target string) string {
+	path, query, ok := strings.Cut(target, "?")
+	if !ok {
+		return target
+	}
+	var kept []string
+	dropped := false
+	for part := range strings.SplitSeq(query, "&") {
+		key, _, _ := strings.Cut(part, "=")
+		if k, err := url.QueryUnescape(key); err == nil && k == "token" {
+			dropped = true
+			continue
+		}
+		kept = append(kept, part)
+	}
+	if !dropped {
+		return target
+	}
+	if len(kept) == 0 {
+		return path
+	}
+	return path + "?" + strings.Join(kept, "&")
+}
+
 // headConn is the io.ReadWriter the upgrader sees: the request head
 // already read, and the socket for the answer.
 type headConn struct {
@@ -386,9 +422,15 @@ func writeFull(fd int, p []byte) error {
 }
 
 // statusResponse is a complete plain-text HTTP answer that closes the
-// connection.
-func statusResponse(status int, msg string) []byte {
+// connection; retry, when not 0, becomes a Retry-After of whole seconds,
+// rounded up and at least one.
+func statusResponse(status int, msg string, retry time.Duration) []byte {
 	body := msg + "\n"
-	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-		status, http.StatusText(status), len(body), body)
+	b := fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n",
+		status, http.StatusText(status), len(body))
+	if retry != 0 {
+		secs := max(int64((retry+time.Second-1)/time.Second), 1)
+		b = append(append(append(b, "Retry-After: "...), strconv.FormatInt(secs, 10)...), "\r\n"...)
+	}
+	return append(append(b, "\r\n"...), body...)
 }

@@ -86,8 +86,16 @@ type Config struct {
 	DrainTimeout time.Duration
 	// HeartbeatInterval spaces the life records (default 1s).
 	HeartbeatInterval time.Duration
-	// MaxConnsPerIP bounds connections from one address (default 4096).
+	// MaxConnsPerIP bounds connections from one address (default 4096;
+	// negative: no limit); past it: HTTP 429.
 	MaxConnsPerIP int
+	// MaxConns bounds the WebSocket connections of the shard (default
+	// acceptor.DefaultMaxConns(), from the open-files limit; negative: no
+	// limit); past it: HTTP 503 at handshake.
+	MaxConns int
+	// MaxHandshakeRate bounds new upgrades per second (default 10000;
+	// negative: no limit); past it: HTTP 503 with Retry-After.
+	MaxHandshakeRate int
 	// AllowedOrigins: see acceptor.Config.
 	AllowedOrigins []string
 	// Authenticate: see acceptor.Config.
@@ -221,6 +229,8 @@ func New(cfg Config) (*Shard, error) {
 		Wheel:            s.wheel,
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		MaxConnsPerIP:    cfg.MaxConnsPerIP,
+		MaxConns:         cfg.MaxConns,
+		MaxHandshakeRate: cfg.MaxHandshakeRate,
 		Services:         s.routable,
 		AllowedOrigins:   cfg.AllowedOrigins,
 		Authenticate:     cfg.Authenticate,
