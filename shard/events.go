@@ -168,6 +168,7 @@ var (
 	eventOpen    = []string{bus.EventOpen}
 	eventMessage = []string{bus.EventMessage}
 	eventClose   = []string{bus.EventClose}
+	eventDropped = []string{bus.EventDropped}
 	opcodeBinary = []string{bus.OpcodeBinary}
 )
 

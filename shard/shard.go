@@ -72,8 +72,21 @@ type Config struct {
 	// with 1008.
 	MaxQueue int
 	// MaxMessageRate bounds the messages per second a client may send
-	// (default 1000; negative: no limit); past it: 1008.
-	MaxMessageRate int
+	// (default 1000; negative: no limit), with bursts of MaxMessageBurst
+	// (default: as many as the rate). A message past it is dropped, and the
+	// service hears of it in a dropped event.
+	MaxMessageRate  int
+	MaxMessageBurst int
+	// MaxMessageDrops closes a client with 1008 once more than this many
+	// of its messages were dropped within 10 seconds (default: the burst;
+	// negative: never): a client that keeps flooding after its messages
+	// are dropped is not coming back to its senses.
+	MaxMessageDrops int
+	// SlowPolicy is what happens when a client's queue would pass MaxQueue:
+	// SlowClose (the default) or SlowDropOldest. SlowPolicies sets it per
+	// service name; services it does not name follow SlowPolicy.
+	SlowPolicy   SlowPolicy
+	SlowPolicies map[string]SlowPolicy
 	// HandshakeTimeout bounds accept to upgrade (default 5s).
 	HandshakeTimeout time.Duration
 	// PingInterval is the silence after which the server pings (default
@@ -114,6 +127,7 @@ type Config struct {
 type route struct {
 	name    string
 	subject string
+	slow    SlowPolicy
 }
 
 // Shard is one worker: it owns a listener, a poller, a pool, a wheel, and
@@ -130,8 +144,9 @@ type Shard struct {
 	wireCfg wire.Config
 	routes  map[string]*route
 
-	readBufs  sync.Pool // *[]byte of ReadBufferSize
-	msgs      sync.Pool // *nats.Msg with a header map, for events
+	msgRate   netpoll.Rate // MaxMessageRate, one bucket per connection
+	readBufs  sync.Pool    // *[]byte of ReadBufferSize
+	msgs      sync.Pool    // *nats.Msg with a header map, for events
 	pingFrame []byte
 	nextID    atomic.Uint64
 
@@ -200,8 +215,18 @@ func New(cfg Config) (*Shard, error) {
 		if err := bus.ValidServiceName(name); err != nil {
 			return nil, fmt.Errorf("shard: %w", err)
 		}
-		s.routes[name] = &route{name: name, subject: s.subj.Service(name)}
+		slow, ok := cfg.SlowPolicies[name]
+		if !ok {
+			slow = cfg.SlowPolicy
+		}
+		s.routes[name] = &route{name: name, subject: s.subj.Service(name), slow: slow}
 	}
+	for name := range cfg.SlowPolicies {
+		if s.routes[name] == nil {
+			return nil, fmt.Errorf("shard: slow-consumer policy for %q, which is not one of the services", name)
+		}
+	}
+	s.msgRate = netpoll.NewRate(cfg.MaxMessageRate, cfg.MaxMessageBurst)
 	size := cfg.ReadBufferSize
 	s.readBufs.New = func() any {
 		b := make([]byte, size)
@@ -261,6 +286,12 @@ func setDefaults(cfg *Config) {
 	}
 	if cfg.MaxMessageRate == 0 {
 		cfg.MaxMessageRate = DefaultMaxMessageRate
+	}
+	if cfg.MaxMessageBurst <= 0 {
+		cfg.MaxMessageBurst = max(cfg.MaxMessageRate, 1)
+	}
+	if cfg.MaxMessageDrops == 0 {
+		cfg.MaxMessageDrops = cfg.MaxMessageBurst
 	}
 	def(&cfg.HandshakeTimeout, acceptor.DefaultHandshakeTimeout)
 	def(&cfg.PingInterval, DefaultPingInterval)
@@ -540,6 +571,19 @@ func (c *conn) terminate() {
 		closeFd(int(c.fd))
 	}
 	user := c.user
+	// The service hears of every drop before the close: what is left
+	// unreported goes now, or, while a report is being published, with
+	// the close event after it (see reportTask).
+	var drops [numDropReasons]uint32
+	owed := false
+	if d := c.drops; d != nil {
+		if d.reporting {
+			d.closeOwed, owed = true, true
+			c.closeCode, c.closeReason = code, reason
+		} else {
+			drops = d.takeLocked()
+		}
+	}
 	c.mu.Unlock()
 
 	s.wheel.Cancel(&c.timer)
@@ -549,6 +593,10 @@ func (c *conn) terminate() {
 	s.connsMu.Unlock()
 	s.acc.Release(c.remote)
 	s.stats.closed(uint16(code))
+	if owed {
+		return
+	}
+	s.publishDropped(c, user, drops)
 	if err := s.publishClose(c, user, uint16(code), reason); err != nil {
 		s.stats.busErrors.Add(1)
 	}
