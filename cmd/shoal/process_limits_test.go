@@ -8,7 +8,6 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
-	"github.com/nats-io/nats.go"
 
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/wire"
@@ -23,18 +22,7 @@ func TestServeLimits(t *testing.T) {
 	}
 	f := startServe(t, "--workers", "1", "--services", "echo", "--max-conns", "2",
 		"--max-msg-rate", "1", "--max-msg-burst", "2", "--max-msg-drops", "3", "--slow-policy", "close,echo=drop-oldest")
-	nc, err := nats.Connect(f.nats)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	events := make(chan *nats.Msg, 256)
-	if _, err := nc.ChanSubscribe(bus.Subjects{}.Service("echo"), events); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	events := f.watch("echo")
 
 	flooder := dial(t, f.ws+"/ws/echo")
 	dial(t, f.ws+"/ws/echo")
