@@ -27,8 +27,8 @@ import (
 func FuzzCommand(f *testing.F) {
 	for _, s := range []struct {
 		cmd, conn, room, opcode, code, reason, user, key, value string
-		data                                                     []byte
-		reply, twice                                             bool
+		data                                                    []byte
+		reply, twice                                            bool
 	}{
 		{cmd: bus.CmdSend, conn: "f1.2", opcode: bus.OpcodeBinary, data: []byte{0, 1, 2}},
 		{cmd: bus.CmdSend, conn: "f1.2", data: []byte("héllo"), reply: true},
