@@ -330,7 +330,19 @@ func (c *conn) Control(op ws.OpCode, p []byte) error {
 	c.s.stats.controlIn.Add(1)
 	switch op {
 	case ws.OpPing:
-		c.write(wire.AppendFrame(nil, ws.OpPong, true, p))
+		// A ping costs a write, so pings spend the message rate too: one
+		// past it gets no pong and counts towards flooding, but is not
+		// reported to the service, which never sees pings.
+		c.mu.Lock()
+		ok := c.s.msgRate.Take(&c.msgBucket, c.s.wheel.Now())
+		flooding := !ok && c.floodLocked()
+		c.mu.Unlock()
+		if flooding {
+			return errFlooding
+		}
+		if ok {
+			c.write(wire.AppendFrame(nil, ws.OpPong, true, p))
+		}
 	case ws.OpClose:
 		code, reason := wire.ParseClose(p)
 		c.mu.Lock()

@@ -79,16 +79,23 @@ func (c *conn) dropStateLocked() *dropState {
 }
 
 // dropInboundLocked accounts a client message refused by its rate limit
-// and reports whether the client is flooding: past MaxMessageDrops drops
-// within the flood window.
+// and reports whether the client is flooding (see floodLocked).
 func (c *conn) dropInboundLocked() (flooding bool) {
+	flooding = c.floodLocked()
+	c.noteDropLocked(dropRateLimit, 1)
+	return flooding
+}
+
+// floodLocked counts a frame refused by the client's rate limit in its
+// flood window and reports whether the client is flooding: past
+// MaxMessageDrops refusals within the window.
+func (c *conn) floodLocked() bool {
 	d := c.dropStateLocked()
 	now := c.s.wheel.Now()
 	if now-d.floodStart >= int64(floodWindow) {
 		d.floodStart, d.floodDrops = now, 0
 	}
 	d.floodDrops++
-	c.noteDropLocked(dropRateLimit, 1)
 	return c.s.cfg.MaxMessageDrops > 0 && d.floodDrops > uint32(c.s.cfg.MaxMessageDrops)
 }
 

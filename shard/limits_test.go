@@ -364,3 +364,44 @@ func TestSlowlorisHandshakes(t *testing.T) {
 		t.Fatalf("%d handshakes still pending", h.s.acc.Pending())
 	}
 }
+
+// Pings spend the message rate: past it a ping gets no pong, and a ping
+// flood is closed like a message flood, without dropped events (the
+// service never sees pings).
+func TestPingFlood(t *testing.T) {
+	h := startShard(t, func(c *Config) {
+		c.MaxMessageRate, c.MaxMessageBurst, c.MaxMessageDrops = 1, 3, 5
+	})
+	tc, cid := h.connect("/ws/echo")
+	start := time.Now()
+	for range 50 {
+		tc.send(ws.OpPing, true, []byte("p"))
+	}
+	pongs := 0
+	for {
+		hd, p := tc.read()
+		if hd.OpCode == ws.OpPong {
+			pongs++
+			continue
+		}
+		if hd.OpCode != ws.OpClose {
+			t.Fatalf("got %v", hd.OpCode)
+		}
+		if code, reason := wire.ParseClose(p); code != ws.StatusPolicyViolation || string(reason) != "message rate limit exceeded" {
+			t.Fatalf("closed with %d %q", code, reason)
+		}
+		break
+	}
+	if most := 3 + int(time.Since(start).Seconds()) + 1; pongs < 3 || pongs > most {
+		t.Fatalf("%d pongs for a burst of 3, want 3 to %d", pongs, most)
+	}
+	tc.c.Write(wire.AppendMaskedClose(nil, testMask, 1008, ""))
+	for _, m := range h.connEvents(cid) {
+		if m.Header.Get(bus.HeaderEvent) == bus.EventDropped {
+			t.Fatalf("dropped event for pings: %v", m.Header)
+		}
+	}
+	if st := h.s.Stats(); st.ServerCloses["flood"] != 1 || st.Dropped[bus.DropRateLimit] != 0 {
+		t.Fatalf("server closes %v, dropped %v", st.ServerCloses, st.Dropped)
+	}
+}

@@ -74,13 +74,14 @@ type Config struct {
 	// MaxMessageRate bounds the messages per second a client may send
 	// (default 1000; negative: no limit), with bursts of MaxMessageBurst
 	// (default: as many as the rate). A message past it is dropped, and the
-	// service hears of it in a dropped event.
+	// service hears of it in a dropped event. Pings spend the same tokens:
+	// one past the rate gets no pong.
 	MaxMessageRate  int
 	MaxMessageBurst int
 	// MaxMessageDrops closes a client with 1008 once more than this many
-	// of its messages were dropped within 10 seconds (default: the burst;
-	// negative: never): a client that keeps flooding after its messages
-	// are dropped is not coming back to its senses.
+	// of its messages (or pings) were refused within 10 seconds (default:
+	// the burst; negative: never): a client that keeps flooding after its
+	// messages are dropped is not coming back to its senses.
 	MaxMessageDrops int
 	// SlowPolicy is what happens when a client's queue would pass MaxQueue:
 	// SlowClose (the default) or SlowDropOldest. SlowPolicies sets it per

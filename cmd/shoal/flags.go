@@ -159,7 +159,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	g.maxQueue = shard.DefaultMaxQueue
 	fs.Var(&g.maxMessage, "max-message", "largest client message after reassembly; larger ones close with 1009")
 	fs.Var(&g.maxQueue, "max-queue", "bytes queued for one slow client before --slow-policy applies (by default: closed with 1008)")
-	fs.Var(&g.slowPolicy, "slow-policy", "what a full queue does: close (1008) or drop-oldest (and tell the service), for every service, then NAME=POLICY for some, e.g. close,ticker=drop-oldest")
+	fs.Var(&g.slowPolicy, "slow-policy", "what a full queue does: close (1008, the default) or drop-oldest (and tell the service), for every service, then NAME=POLICY for some, e.g. close,ticker=drop-oldest")
 	fs.IntVar(&g.maxMsgRate, "max-msg-rate", shard.DefaultMaxMessageRate, "messages per second one client may send (-1: no limit); past it a message is dropped and its service told")
 	fs.IntVar(&g.maxMsgBurst, "max-msg-burst", 0, "messages one client may send at once within --max-msg-rate (0: as many as the rate)")
 	fs.IntVar(&g.maxMsgDrops, "max-msg-drops", 0, "dropped messages within 10s after which a flooding client is closed with 1008 (0: --max-msg-burst; -1: never)")
