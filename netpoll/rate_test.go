@@ -106,3 +106,15 @@ func TestRateSharedExactUnderContention(t *testing.T) {
 		t.Fatalf("no token after the wait of %v", wait)
 	}
 }
+
+func BenchmarkRateTake(b *testing.B) {
+	b.ReportAllocs()
+	r := NewRate(1<<30, 1<<30)
+	var tat int64
+	now := time.Now().UnixNano()
+	for i := range b.N {
+		if !r.Take(&tat, now+int64(i)) {
+			b.Fatal("refused")
+		}
+	}
+}
