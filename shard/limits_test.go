@@ -405,3 +405,40 @@ func TestPingFlood(t *testing.T) {
 		t.Fatalf("server closes %v, dropped %v", st.ServerCloses, st.Dropped)
 	}
 }
+
+// Messages sent in the same packet as the handshake spend the rate too,
+// and each is delivered or reported dropped.
+func TestRateLimitBehindHandshake(t *testing.T) {
+	h := startShard(t, func(c *Config) {
+		c.MaxMessageRate, c.MaxMessageBurst, c.MaxMessageDrops = 1, 1, -1
+	})
+	c, err := net.Dial("tcp", h.addr)
+	must(t, err)
+	t.Cleanup(func() { c.Close() })
+	req := "GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	b := []byte(req)
+	for range 10 {
+		b = append(b, wireMasked(ws.OpText, []byte("early"))...)
+	}
+	_, err = c.Write(b)
+	must(t, err)
+	delivered, dropped := 0, 0
+	deadline := time.After(10 * time.Second)
+	for delivered+dropped < 10 {
+		select {
+		case m := <-h.evs:
+			switch m.Header.Get(bus.HeaderEvent) {
+			case bus.EventMessage:
+				delivered++
+			case bus.EventDropped:
+				dropped += dropCount(t, m, bus.DropRateLimit)
+			}
+		case <-deadline:
+			t.Fatalf("%d delivered and %d reported dropped of 10", delivered, dropped)
+		}
+	}
+	if delivered < 1 || delivered > 2 {
+		t.Fatalf("%d delivered at 1 a second", delivered)
+	}
+}

@@ -538,7 +538,12 @@ func (s *Shard) onUpgraded(u *acceptor.Upgraded) {
 		return
 	}
 	if c.state == stateOpen {
-		s.wheel.Schedule(&c.timer, s.cfg.PingInterval, c)
+		next := s.cfg.PingInterval
+		// Frames sent behind the handshake may have been dropped already.
+		if wait, ok := c.reportDueLocked(s.wheel.Now()); ok {
+			next = min(next, wait)
+		}
+		s.wheel.Schedule(&c.timer, next, c)
 	}
 }
 
