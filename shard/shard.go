@@ -68,8 +68,8 @@ type Config struct {
 	// a larger one closes the connection with 1009.
 	MaxMessage int64
 	// MaxQueue bounds the bytes waiting for one slow client (default
-	// 4 MiB) beyond the frame being written; past it the client is closed
-	// with 1008.
+	// 4 MiB) beyond the frame being written; past it the client's service's
+	// SlowPolicy applies: closed with 1008, or its oldest frames dropped.
 	MaxQueue int
 	// MaxMessageRate bounds the messages per second a client may send
 	// (default 1000; negative: no limit), with bursts of MaxMessageBurst
