@@ -248,13 +248,13 @@ func (a *Acceptor) Held() int { return int(a.held.Load()) }
 func (a *Acceptor) admitUpgrade(fd int, remote netip.AddrPort) bool {
 	if held := a.held.Add(1); a.cfg.MaxConns > 0 && held > int64(a.cfg.MaxConns) {
 		a.held.Add(-1)
-		a.refuse(fd, remote, http.StatusServiceUnavailable, "max_conns",
+		a.refuseAfter(fd, remote, http.StatusServiceUnavailable, "max_conns",
 			"this server holds all the connections it may: try again later", maxConnsRetryAfter)
 		return false
 	}
 	if ok, wait := a.handshakes.TakeShared(&a.hsBucket, a.cfg.Wheel.Now()); !ok {
 		a.held.Add(-1)
-		a.refuse(fd, remote, http.StatusServiceUnavailable, "handshake_rate",
+		a.refuseAfter(fd, remote, http.StatusServiceUnavailable, "handshake_rate",
 			"too many new connections: try again shortly", wait)
 		return false
 	}
@@ -375,7 +375,7 @@ func (a *Acceptor) acceptFailed(err error) {
 func (a *Acceptor) admit(fd int, remote netip.AddrPort) {
 	if !a.ips.acquire(remote.Addr()) {
 		a.reject("per_ip_limit")
-		writeFull(fd, statusResponse(http.StatusTooManyRequests, "too many connections from this address", 0))
+		writeFull(fd, statusResponse(http.StatusTooManyRequests, "too many connections from this address"))
 		unix.Close(fd)
 		return
 	}

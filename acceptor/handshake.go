@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -57,7 +56,7 @@ func (p *pending) Expire(int64) {
 	}
 	p.finish()
 	p.a.reject("timeout")
-	writeFull(p.fd, statusResponse(http.StatusRequestTimeout, "request head not received in time", 0))
+	writeFull(p.fd, statusResponse(http.StatusRequestTimeout, "request head not received in time"))
 	p.a.closeFd(p.fd, p.remote)
 }
 
@@ -123,7 +122,7 @@ func (p *pending) Run() {
 		case n == len(b):
 			p.finish()
 			a.reject("head_too_large")
-			writeFull(p.fd, statusResponse(http.StatusRequestHeaderFieldsTooLarge, "request head too large", 0))
+			writeFull(p.fd, statusResponse(http.StatusRequestHeaderFieldsTooLarge, "request head too large"))
 			a.closeFd(p.fd, p.remote)
 		default:
 			// A head split over several segments: keep what came, exactly
@@ -144,7 +143,7 @@ func (p *pending) Run() {
 func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
 	rl, ok := parseRequestLine(head)
 	if !ok {
-		a.refuse(fd, remote, http.StatusBadRequest, "bad_request", "malformed request line", 0)
+		a.refuse(fd, remote, http.StatusBadRequest, "bad_request", "malformed request line")
 		return
 	}
 	service, isWS := servicePath(rl.target)
@@ -155,7 +154,7 @@ func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
 		a.ips.release(remote.Addr())
 		if err := a.http.serve(fd, data); err != nil {
 			a.reject("http_busy")
-			writeFull(fd, statusResponse(http.StatusServiceUnavailable, err.Error(), 0))
+			writeFull(fd, statusResponse(http.StatusServiceUnavailable, err.Error()))
 			unix.Close(fd)
 		}
 		return
@@ -163,10 +162,10 @@ func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
 	switch {
 	case !wantsWebSocket(head):
 		a.refuse(fd, remote, http.StatusUpgradeRequired, "not_websocket",
-			"this endpoint speaks WebSocket: send a WebSocket handshake", 0)
+			"this endpoint speaks WebSocket: send a WebSocket handshake")
 		return
 	case a.isDraining():
-		a.refuse(fd, remote, http.StatusServiceUnavailable, "draining", "shutting down, connect again", 0)
+		a.refuse(fd, remote, http.StatusServiceUnavailable, "draining", "shutting down, connect again")
 		return
 	case !a.admitUpgrade(fd, remote):
 		return
@@ -190,11 +189,16 @@ func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
 	a.cfg.Upgraded(up)
 }
 
-// refuse answers a request with an error status (and a Retry-After of at
-// least a second when retry is not 0) and closes it.
-func (a *Acceptor) refuse(fd int, remote netip.AddrPort, status int, reason, msg string, retry time.Duration) {
+// refuse answers a request with an error status and closes it.
+func (a *Acceptor) refuse(fd int, remote netip.AddrPort, status int, reason, msg string) {
+	a.refuseAfter(fd, remote, status, reason, msg, 0)
+}
+
+// refuseAfter is refuse with a Retry-After of retry (see
+// statusResponseAfter).
+func (a *Acceptor) refuseAfter(fd int, remote netip.AddrPort, status int, reason, msg string, retry time.Duration) {
 	a.reject(reason)
-	writeFull(fd, statusResponse(status, msg, retry))
+	writeFull(fd, statusResponseAfter(status, msg, retry))
 	a.closeFd(fd, remote)
 }
 
@@ -254,7 +258,7 @@ func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target s
 		if !hc.wrote {
 			// The upgrader answers nothing to a request line it cannot
 			// parse; the client still deserves a status.
-			w.Write(statusResponse(status, err.Error(), 0))
+			w.Write(statusResponse(status, err.Error()))
 		}
 		return nil, &RejectError{Status: status, Reason: "handshake", Err: err}
 	}
@@ -422,15 +426,18 @@ func writeFull(fd int, p []byte) error {
 }
 
 // statusResponse is a complete plain-text HTTP answer that closes the
-// connection; retry, when not 0, becomes a Retry-After of whole seconds,
-// rounded up and at least one.
-func statusResponse(status int, msg string, retry time.Duration) []byte {
+// connection.
+func statusResponse(status int, msg string) []byte { return statusResponseAfter(status, msg, 0) }
+
+// statusResponseAfter is statusResponse with, when retry is not 0, a
+// Retry-After of whole seconds, rounded up and at least one.
+func statusResponseAfter(status int, msg string, retry time.Duration) []byte {
 	body := msg + "\n"
 	b := fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n",
 		status, http.StatusText(status), len(body))
 	if retry != 0 {
 		secs := max(int64((retry+time.Second-1)/time.Second), 1)
-		b = append(append(append(b, "Retry-After: "...), strconv.FormatInt(secs, 10)...), "\r\n"...)
+		b = fmt.Appendf(b, "Retry-After: %d\r\n", secs)
 	}
 	return append(append(b, "\r\n"...), body...)
 }

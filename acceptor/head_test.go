@@ -111,7 +111,7 @@ func TestServicePath(t *testing.T) {
 }
 
 func TestStatusResponse(t *testing.T) {
-	resp := statusResponse(http.StatusNotFound, "no service", 0)
+	resp := statusResponse(http.StatusNotFound, "no service")
 	if !bytes.HasPrefix(resp, []byte("HTTP/1.1 404 Not Found\r\n")) {
 		t.Fatalf("status line: %q", resp)
 	}
