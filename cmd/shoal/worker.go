@@ -41,6 +41,9 @@ func runWorker(args []string, stderr io.Writer) error {
 	if cfg.ID == "" {
 		return usageError("worker: --shard is required")
 	}
+	if err := gw.slowPolicy.check(services); err != nil {
+		return err
+	}
 	log, err := logs.logger(stderr)
 	if err != nil {
 		return err
