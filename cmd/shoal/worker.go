@@ -5,10 +5,12 @@ import (
 	"flag"
 	"io"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/shoal-gw/shoal/bus"
+	"github.com/shoal-gw/shoal/service/chat/web"
 	"github.com/shoal-gw/shoal/shard"
 )
 
@@ -42,6 +44,10 @@ func runWorker(args []string, stderr io.Writer) error {
 	}
 	gw.apply(&cfg)
 	cfg.Services = services
+	if slices.Contains(services, "chat") {
+		// The chat's page, on the gateway's own port.
+		cfg.HTTP = web.Handler()
+	}
 	cfg.Logger = log
 	nc, err := bus.Connect(bus.Config{URL: natsURL, Name: "shoal-worker-" + cfg.ID, Logger: log, ConnectTimeout: 10 * time.Second})
 	if err != nil {

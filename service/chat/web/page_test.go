@@ -1,0 +1,169 @@
+package web_test
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/shoal-gw/shoal/service/chat/web"
+	"github.com/shoal-gw/shoal/service/chat/web/browsertest"
+)
+
+// openPage serves the page and opens it in Chromium; with no chat service
+// behind it, the page stays at its login form, trying to connect.
+func openPage(t *testing.T) *browsertest.Browser {
+	t.Helper()
+	srv := httptest.NewServer(web.Handler())
+	t.Cleanup(srv.Close)
+	b := browsertest.New(t, 1024, 768)
+	b.Do(chromedp.Navigate(srv.URL + "/"))
+	return b
+}
+
+// harness is evaluated in the page before each case: mk() makes a Timeline
+// that records what it shows, m() makes a message.
+const harness = `
+window.th = window.th || (async () => {
+	const { Timeline } = await import("/order.js");
+	const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+	const m = (seq, prev) => ({ type: "message", room: "r", user: "u", text: "t" + seq, seq, prev, ts: "2026-01-01T00:00:00Z" });
+	const mk = () => {
+		const o = { shown: [], older: [], fetches: [], resets: 0 };
+		o.t = new Timeline({
+			append: (ms) => o.shown.push(...ms.map((x) => x.seq)),
+			prepend: (ms) => o.older.push(...ms.map((x) => x.seq)),
+			reset: () => { o.resets++; o.shown = []; },
+			fetch: (after) => o.fetches.push(after),
+			gapWait: 30,
+		});
+		return o;
+	};
+	const out = (o, extra) => ({ shown: o.shown, older: o.older, fetches: o.fetches, resets: o.resets, ...extra });
+	return { sleep, m, mk, out };
+})();
+`
+
+// timelineCases drive order.js through the protocol's ordering rules.
+var timelineCases = []struct {
+	name string
+	js   string // the body of an async function of (sleep, m, mk, out)
+	want map[string]any
+}{
+	{"in order", `const o = mk(); o.t.joined("E", [m(1, 0), m(2, 1)], false); o.t.live(m(3, 2)); o.t.live(m(4, 3)); return out(o);`,
+		map[string]any{"shown": []any{1., 2., 3., 4.}, "fetches": []any{}}},
+	{"duplicates dropped", `const o = mk(); o.t.joined("E", [m(1, 0), m(2, 1)], false); o.t.live(m(2, 1)); o.t.live(m(3, 2)); o.t.live(m(3, 2)); o.t.live(m(1, 0)); return out(o);`,
+		map[string]any{"shown": []any{1., 2., 3.}}},
+	{"reordered within the wait", `const o = mk(); o.t.joined("E", [m(1, 0)], false); o.t.live(m(3, 2)); o.t.live(m(2, 1)); await sleep(100); return out(o);`,
+		map[string]any{"shown": []any{1., 2., 3.}, "fetches": []any{}}},
+	{"gap fetched after the wait", `const o = mk(); o.t.joined("E", [m(1, 0)], false); o.t.live(m(3, 2)); const early = o.shown.length; await sleep(100);
+		o.t.after("E", [m(2, 1), m(3, 2)], false); return out(o, { early });`,
+		map[string]any{"shown": []any{1., 2., 3.}, "fetches": []any{1.}, "early": 1.}},
+	{"live before joined", `const o = mk(); o.t.live(m(3, 2)); o.t.live(m(2, 1)); const early = o.shown.length; o.t.joined("E", [m(1, 0), m(2, 1)], false); return out(o, { early });`,
+		map[string]any{"shown": []any{1., 2., 3.}, "early": 0.}},
+	{"resume after a drop", `const o = mk(); o.t.joined("E", [m(1, 0), m(2, 1)], false); o.t.suspend(); const r = o.t.resume();
+		o.t.live(m(4, 3)); o.t.joined("E", [m(3, 2)], false); return out(o, { r });`,
+		map[string]any{"shown": []any{1., 2., 3., 4.}, "r": map[string]any{"after": 2., "epoch": "E"}, "resets": 0.}},
+	{"new epoch resets", `const o = mk(); o.t.joined("E", [m(7, 6), m(8, 7)], false); o.t.suspend(); o.t.joined("F", [m(1, 0)], false); return out(o, { r: o.t.resume() });`,
+		map[string]any{"shown": []any{1.}, "resets": 1., "r": map[string]any{"after": 1., "epoch": "F"}}},
+	{"new epoch in history", `const o = mk(); o.t.joined("E", [m(1, 0)], false); const more = o.t.after("F", [m(1, 0)], false); return out(o, { more, epoch: o.t.epoch });`,
+		map[string]any{"shown": []any{}, "resets": 1., "more": false, "epoch": nil}},
+	{"nothing left to wait for", `const o = mk(); o.t.joined("E", [m(1, 0)], false); o.t.live(m(5, 4)); await sleep(100); o.t.after("E", [], false); return out(o);`,
+		map[string]any{"shown": []any{1., 5.}, "fetches": []any{1.}}},
+	{"more history to fetch", `const o = mk(); o.t.joined("E", [m(1, 0)], false); const more = o.t.after("E", [m(2, 1)], true); return out(o, { more });`,
+		map[string]any{"shown": []any{1., 2.}, "more": true}},
+	{"no fetch while suspended", `const o = mk(); o.t.joined("E", [m(1, 0)], false); o.t.live(m(3, 2)); o.t.suspend(); await sleep(100); return out(o);`,
+		map[string]any{"shown": []any{1.}, "fetches": []any{}}},
+	{"older pages", `const o = mk(); o.t.joined("E", [m(5, 4), m(6, 5)], false); const a = o.t.hasOlder;
+		o.t.before("E", [m(3, 2), m(4, 3)]); const b = o.t.hasOlder; o.t.before("E", [m(1, 0), m(2, 1)]); const c = o.t.hasOlder;
+		return out(o, { a, b, c, first: o.t.first });`,
+		map[string]any{"shown": []any{5., 6.}, "older": []any{3., 4., 1., 2.}, "a": true, "b": true, "c": false, "first": 1.}},
+	{"older of another epoch ignored", `const o = mk(); o.t.joined("E", [m(5, 4)], false); o.t.before("F", [m(3, 2)]); return out(o);`,
+		map[string]any{"older": []any{}}},
+	{"malformed ignored", `const o = mk(); o.t.joined("E", [m(1, 0), { seq: "x" }, null, { seq: -1 }], false); o.t.live({ prev: 1 }); o.t.live({ seq: 0, prev: 1 }); o.t.live(null); return out(o);`,
+		map[string]any{"shown": []any{1.}}},
+}
+
+// TestTimeline runs order.js in Chromium.
+func TestTimeline(t *testing.T) {
+	b := openPage(t)
+	for _, tc := range timelineCases {
+		t.Run(tc.name, func(t *testing.T) {
+			js := harness + `(async () => { const { sleep, m, mk, out } = await window.th; ` + tc.js + ` })().then((v) => JSON.stringify(v))`
+			var got map[string]any
+			if err := json.Unmarshal([]byte(browsertest.Eval[string](b, js)), &got); err != nil {
+				t.Fatal(err)
+			}
+			for k, want := range tc.want {
+				if !reflect.DeepEqual(got[k], want) {
+					t.Errorf("%s = %v, want %v (all: %v)", k, got[k], want, got)
+				}
+			}
+		})
+	}
+	if errs := b.Errors(); len(errs) > 0 {
+		t.Errorf("page errors: %v", errs)
+	}
+}
+
+// TestConnectionHelpers checks the parsers of conn.js in Chromium.
+func TestConnectionHelpers(t *testing.T) {
+	b := openPage(t)
+	js := `(async () => {
+		const c = await import("/conn.js");
+		const hints = ["reconnect in 2.5s", "Reconnect after 500ms", "reconnect_in=3", "restarting, reconnect in 1 min", "reconnect in 10 minutes", "going away", ""].map(c.reconnectHint);
+		const steps = [0, 1, 2, 3, 4, 5, 10, 30];
+		const lows = steps.map((n) => c.backoff(n, () => 0));
+		const highs = steps.map((n) => c.backoff(n, () => 1));
+		const urls = [
+			c.socketURL("h:1", "/ws/chat", null, "http:"),
+			c.socketURL("h:1", "/ws/chat", "a b/c", "http:"),
+			c.socketURL("h:1", "/ws/chat", null, "https:"),
+			c.socketURL("wss://x:9", "/ws/chat", null, "http:"),
+			c.socketURL("http://y/ignored/path", "/ws/chat", "t", "https:"),
+		];
+		return JSON.stringify({ hints, lows, highs, urls, servers: c.parseServers(" a:1, b:2,,c  d:4 "), none: c.parseServers(null) });
+	})()`
+	var got struct {
+		Hints, Lows, Highs []float64
+		URLs               []string
+		Servers, None      []string
+	}
+	if err := json.Unmarshal([]byte(browsertest.Eval[string](b, js)), &got); err != nil {
+		t.Fatal(err)
+	}
+	if want := []float64{2500, 500, 3000, 60000, 300000, -1, -1}; !reflect.DeepEqual(got.Hints, want) {
+		t.Errorf("reconnectHint = %v, want %v", got.Hints, want)
+	}
+	if want := []float64{250, 500, 1000, 2000, 4000, 5000, 5000, 5000}; !reflect.DeepEqual(got.Lows, want) {
+		t.Errorf("backoff lows = %v, want %v", got.Lows, want)
+	}
+	if want := []float64{500, 1000, 2000, 4000, 8000, 10000, 10000, 10000}; !reflect.DeepEqual(got.Highs, want) {
+		t.Errorf("backoff highs = %v, want %v", got.Highs, want)
+	}
+	wantURLs := []string{"ws://h:1/ws/chat", "ws://h:1/ws/chat?token=a%20b%2Fc", "wss://h:1/ws/chat", "wss://x:9/ws/chat", "ws://y/ws/chat?token=t"}
+	if !reflect.DeepEqual(got.URLs, wantURLs) {
+		t.Errorf("socketURL = %v, want %v", got.URLs, wantURLs)
+	}
+	if want := []string{"a:1", "b:2", "c", "d:4"}; !reflect.DeepEqual(got.Servers, want) || len(got.None) != 0 {
+		t.Errorf("parseServers = %v and %v, want %v and []", got.Servers, got.None, want)
+	}
+}
+
+// TestPageBoots: under its own Content-Security-Policy the page loads its
+// modules, shows the login form, and says it is trying to connect.
+func TestPageBoots(t *testing.T) {
+	b := openPage(t)
+	b.WaitFor("the login form", `!document.getElementById("login").hidden && document.getElementById("boot").hidden`, `document.body.innerText.slice(0, 200)`, 10*time.Second)
+	b.WaitFor("the connection state", `document.querySelector("#login .conn-dot").dataset.state === "reconnecting"`,
+		`document.getElementById("login-conn").textContent`, 10*time.Second)
+	if disabled := browsertest.Eval[bool](b, `document.getElementById("login-btn").disabled`); !disabled {
+		t.Error("the log in button is enabled with no connection")
+	}
+	if errs := b.Errors(); len(errs) > 0 {
+		t.Errorf("page errors: %v", errs)
+	}
+}
