@@ -75,6 +75,11 @@ var timelineCases = []struct {
 		map[string]any{"shown": []any{1., 5.}, "fetches": []any{1.}}},
 	{"more history to fetch", `const o = mk(); o.t.joined("E", [m(1, 0)], false); const more = o.t.after("E", [m(2, 1)], true); return out(o, { more });`,
 		map[string]any{"shown": []any{1., 2.}, "more": true}},
+	{"own message confirmed, copy lost", `const o = mk(); o.t.joined("E", [m(1, 0)], false); o.t.known(2); o.t.known(1); await sleep(100);
+		const behind = o.t.behind; o.t.after("E", [m(2, 1)], false); return out(o, { behind, after: o.t.behind });`,
+		map[string]any{"shown": []any{1., 2.}, "fetches": []any{1.}, "behind": true, "after": false}},
+	{"confirmed copy arrives", `const o = mk(); o.t.joined("E", [m(1, 0)], false); o.t.known(2); o.t.live(m(2, 1)); await sleep(100); return out(o);`,
+		map[string]any{"shown": []any{1., 2.}, "fetches": []any{}}},
 	{"no fetch while suspended", `const o = mk(); o.t.joined("E", [m(1, 0)], false); o.t.live(m(3, 2)); o.t.suspend(); await sleep(100); return out(o);`,
 		map[string]any{"shown": []any{1.}, "fetches": []any{}}},
 	{"older pages", `const o = mk(); o.t.joined("E", [m(5, 4), m(6, 5)], false); const a = o.t.hasOlder;

@@ -14,6 +14,8 @@ const roomsKey = (user) => "shoal.chat.rooms." + user;
 
 /** How often the room list is asked for while nothing else asks (ms). */
 const ROOMS_EVERY = 15000;
+/** How often the room on screen checks that nothing was missed (ms). */
+const CHECK_EVERY = 60000;
 /** How many older messages one "load older" brings. */
 const OLDER_PAGE = 50;
 /** Scroll distance from the bottom that still counts as "at the bottom" (px). */
@@ -460,7 +462,10 @@ function onSent(f, req) {
   const p = req.p;
   p.seq = f.seq || 0;
   if (p.seq && p.seq <= room.tl.last) dropPending(room, p);
-  else setPending(p, "sent", "Sent");
+  else {
+    setPending(p, "sent", "Sent");
+    room.tl.known(p.seq);
+  }
 }
 
 function onHistory(f, req) {
@@ -888,6 +893,7 @@ function wire() {
   });
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) return;
+    checkRooms();
     const room = state.rooms.get(state.current);
     if (room && room.unread) {
       room.unread = 0;
@@ -897,6 +903,19 @@ function wire() {
     conn.retryNow();
   });
   window.addEventListener("online", () => conn.retryNow());
+  setInterval(() => {
+    const room = state.rooms.get(state.current);
+    if (room && !document.hidden && state.welcomed) checkRooms(room);
+  }, CHECK_EVERY);
+}
+
+// checkRooms asks for what came after the last message shown. Live copies
+// are not stored on the way, so one lost at the very end of a quiet room
+// would otherwise wait for the next message to be noticed.
+function checkRooms(only) {
+  for (const room of state.rooms.values()) {
+    if ((!only || room === only) && room.caughtUp && !room.tl.behind) fetchAfter(room);
+  }
 }
 
 function requestWho() {

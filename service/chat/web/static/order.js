@@ -35,6 +35,7 @@ export class Timeline {
     this.firstPrev = 0; // its prev: an older message exists while > 0
     this.ready = false; // a joined has been applied since the last (re)join
     this.waiting = new Map(); // seq -> live message ahead of a gap, or before joined
+    this.expected = 0; // the highest seq known to exist, shown or not
     this.timer = 0;
     this.fetchedAt = 0; // when the last after= fetch went out, 0 when answered
   }
@@ -70,6 +71,21 @@ export class Timeline {
     return !!more;
   }
 
+  /**
+   * known says a message with this seq exists (the server confirmed a
+   * message of ours): if its copy does not come, it is fetched like a gap.
+   */
+  known(seq) {
+    if (!Number.isSafeInteger(seq) || seq <= this.last) return;
+    this.expected = Math.max(this.expected, seq);
+    if (this.ready) this.armTimer();
+  }
+
+  /** True while messages are known to be missing. */
+  get behind() {
+    return this.waiting.size > 0 || this.expected > this.last;
+  }
+
   /** A live message arrived. */
   live(msg) {
     if (!valid(msg) || msg.seq <= this.last) return;
@@ -101,7 +117,9 @@ export class Timeline {
     }
     this.take(messages || []);
     // With nothing more on the server, whatever still waits has nothing
-    // before it that will ever arrive: show it.
+    // before it that will ever arrive: show it; and a message expected but
+    // not there is gone (trimmed from the history).
+    if (!more) this.expected = 0;
     this.settle(!more);
     return !!more;
   }
@@ -155,7 +173,7 @@ export class Timeline {
       if (!next) break;
       this.show([next]);
     }
-    if (this.waiting.size === 0) this.clearTimer();
+    if (!this.behind) this.clearTimer();
     else if (this.ready) this.armTimer();
   }
 
@@ -163,7 +181,7 @@ export class Timeline {
     if (this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = 0;
-      if (!this.ready || this.waiting.size === 0) return;
+      if (!this.ready || !this.behind) return;
       const now = Date.now();
       if (this.fetchedAt && now - this.fetchedAt < FETCH_TIMEOUT) {
         this.armTimer();
@@ -182,6 +200,7 @@ export class Timeline {
   forget() {
     this.clearTimer();
     this.waiting.clear();
+    this.expected = 0;
     this.epoch = null;
     this.last = 0;
     this.first = 0;
