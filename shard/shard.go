@@ -354,14 +354,19 @@ func (s *Shard) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.acc.StopAccepting()
-	for _, c := range s.snapshot() {
+	start := time.Now()
+	conns := s.snapshot()
+	s.log.Info("shard draining", "conns", len(conns))
+	for _, c := range conns {
 		c.goAway(1001, "server shutting down")
 	}
 	err := s.waitEmpty(ctx)
-	for _, c := range s.snapshot() {
+	left := s.snapshot()
+	for _, c := range left {
 		c.terminate()
 	}
 	s.Close()
+	s.log.Info("shard drained", "took", time.Since(start).Round(time.Millisecond), "dropped", len(left))
 	return err
 }
 

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -95,12 +96,21 @@ func (s *Supervisor) startAdmin() error {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
+	dir, temp, err := debugDirFor(s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	s.debugDir, s.debugTmp = dir, temp
+	s.debugRoutes(mux)
 	ln, err := net.Listen("tcp", s.cfg.Admin)
 	if err != nil {
 		return fmt.Errorf("supervisor: admin: %w", err)
 	}
+	if s.cfg.AdminToken == "" && !isLoopback(ln.Addr()) {
+		s.log.Warn("admin endpoint reachable beyond loopback without a token: set --admin-token-file", "admin", ln.Addr().String())
+	}
 	s.adminLn = ln
-	s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.admin = &http.Server{Handler: requireToken(s.cfg.AdminToken, mux), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = s.admin.Serve(ln) }()
 	return nil
 }
@@ -185,4 +195,27 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descBusErr, st.BusErrors)
 		counter(descBusDrop, st.BusDropped)
 	}
+}
+
+// requireToken lets a request through when it carries the bearer token,
+// or when no token is configured. /healthz stays open for probes: it says
+// nothing but "ok".
+func requireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="shoal admin"`)
+			http.Error(w, "admin endpoint: missing or wrong bearer token", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +49,7 @@ type slot struct {
 type proc struct {
 	cmd     *exec.Cmd
 	shard   string
+	debug   string // the child's debug socket, "" without one
 	started time.Time
 	exited  chan struct{}
 	err     error // from Wait, valid once exited is closed
@@ -95,6 +98,10 @@ func (sl *slot) launch() (*proc, error) {
 		args = []string{"service", sl.name, "--nats", s.natsURL, "--prefix", s.subj.Prefix}
 		args = append(args, s.cfg.ServiceArgs...)
 	}
+	if s.debugDir != "" {
+		p.debug = filepath.Join(s.debugDir, fmt.Sprintf("%s-%d-%d.sock", sl.role, sl.index, gen))
+		args = append(args, "--debug-socket", p.debug)
+	}
 	cmd := exec.Command(s.cfg.Exe, args...)
 	cmd.Stdout = s.cfg.Output
 	cmd.Stderr = s.cfg.Output
@@ -105,6 +112,10 @@ func (sl *slot) launch() (*proc, error) {
 	p.started = time.Now()
 	go func() {
 		p.err = cmd.Wait()
+		if p.debug != "" {
+			// A child that was killed leaves its socket behind.
+			_ = os.Remove(p.debug)
+		}
 		close(p.exited)
 	}()
 	s.log.Info("started", "child", sl.label(), "pid", cmd.Process.Pid, "shard", p.shard)

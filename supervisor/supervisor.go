@@ -52,9 +52,12 @@ type Config struct {
 	NATSListen string
 	// NATSMaxPayload is the embedded server's max_payload (default 8 MiB).
 	NATSMaxPayload int32
-	// Admin is the admin endpoint's address (/metrics, /procs, /healthz);
-	// empty: none.
+	// Admin is the admin endpoint's address (/metrics, /procs, /healthz,
+	// /debug/pprof/); empty: none.
 	Admin string
+	// AdminToken, when set, is the bearer token every admin request but
+	// /healthz must carry.
+	AdminToken string
 	// Services are the bundled services to run, one process each.
 	Services []string
 	// Routes are the service names clients may reach at /ws/<name>
@@ -91,6 +94,8 @@ type Supervisor struct {
 	addr     string
 	admin    *http.Server
 	adminLn  net.Listener
+	debugDir string // children's debug sockets; "" without an admin endpoint
+	debugTmp bool   // debugDir is a temporary directory of ours
 
 	mu      sync.Mutex
 	workers []*slot
@@ -338,6 +343,9 @@ func (s *Supervisor) teardown() {
 	if s.reserved >= 0 {
 		closeFd(s.reserved)
 		s.reserved = -1
+	}
+	if s.debugTmp {
+		_ = os.RemoveAll(s.debugDir)
 	}
 }
 

@@ -59,6 +59,25 @@ type fleet struct {
 	admin string // http://host:port
 	nats  string // the bus's client URL
 	exit  chan error
+	// adminToken is the admin endpoint's bearer token, if it wants one.
+	adminToken string
+}
+
+// adminGet fetches a path of the admin endpoint.
+func (f *fleet) adminGet(path string) *http.Response {
+	f.t.Helper()
+	req, err := http.NewRequest("GET", f.admin+path, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if f.adminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+f.adminToken)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return resp
 }
 
 func startServe(t *testing.T, args ...string) *fleet {
@@ -122,10 +141,7 @@ func startServe(t *testing.T, args ...string) *fleet {
 
 func (f *fleet) procs() []supervisor.Proc {
 	f.t.Helper()
-	resp, err := http.Get(f.admin + "/procs")
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	resp := f.adminGet("/procs")
 	defer resp.Body.Close()
 	var ps []supervisor.Proc
 	if err := json.NewDecoder(resp.Body).Decode(&ps); err != nil {
@@ -146,10 +162,7 @@ func (f *fleet) workers() map[int]supervisor.Proc {
 
 func (f *fleet) metrics() string {
 	f.t.Helper()
-	resp, err := http.Get(f.admin + "/metrics")
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	resp := f.adminGet("/metrics")
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)

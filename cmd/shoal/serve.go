@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,7 +15,10 @@ import (
 	"github.com/shoal-gw/shoal/supervisor"
 )
 
-func runServe(args []string, stderr io.Writer) error {
+// defaultAdmin keeps the admin endpoint on loopback unless told otherwise.
+const defaultAdmin = "127.0.0.1:8081"
+
+func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -23,22 +27,60 @@ func runServe(args []string, stderr io.Writer) error {
 		routes   listFlag
 		gw       gatewayFlags
 		logs     logFlags
+		config   string
+		printCfg bool
+
+		adminTokenFile string
 	)
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address every worker listens on (SO_REUSEPORT)")
 	fs.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "worker processes")
 	fs.StringVar(&cfg.DataDir, "data", "shoal-data", "directory for the embedded NATS server's JetStream data")
 	fs.StringVar(&cfg.NATS, "nats", "", "URL of an external NATS server or cluster (default: run one embedded)")
 	fs.StringVar(&cfg.NATSListen, "nats-listen", supervisor.DefaultNATSListen, "address of the embedded NATS server, for services in other processes (port 0: any)")
-	fs.StringVar(&cfg.Admin, "admin", "", "address of the admin endpoint: /metrics, /procs, /healthz (default: off)")
+	fs.StringVar(&cfg.Admin, "admin", defaultAdmin, `address of the admin endpoint: /metrics, /procs, /healthz, /debug/pprof/ ("off": none)`)
+	fs.StringVar(&cfg.AdminToken, "admin-token", "", "bearer token the admin endpoint requires (prefer $SHOAL_ADMIN_TOKEN or --admin-token-file: a flag shows in ps)")
+	fs.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin endpoint's bearer token")
 	fs.Var(&services, "services", "bundled services to run, comma separated: "+bundledNames())
 	fs.Var(&routes, "routes", "more service names clients may reach, served by processes of your own")
 	fs.StringVar(&cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
 	fs.StringVar(&cfg.ShardPrefix, "shard-prefix", "", "first part of every shard id (default: the host name)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "how long a worker waits for its clients to close on shutdown")
+	fs.StringVar(&config, "config", "", "TOML file of settings (default $"+configEnv+"); flags and SHOAL_* variables override it")
+	fs.BoolVar(&printCfg, "print-config", false, "print the effective settings as TOML, each with where it came from, and exit")
 	gw.register(fs)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	src, file, err := settle(fs, config, "SHOAL_", serveTable)
+	if err != nil {
+		return err
+	}
+	svcSettings, err := settleServices(file, services, stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.Admin == "off" {
+		cfg.Admin = ""
+	}
+	if adminTokenFile != "" {
+		if cfg.AdminToken != "" {
+			return usageError("--admin-token and --admin-token-file: give one")
+		}
+		b, err := os.ReadFile(adminTokenFile)
+		if err != nil {
+			return usageError("--admin-token-file: %v", err)
+		}
+		if cfg.AdminToken = strings.TrimSpace(string(b)); cfg.AdminToken == "" {
+			return usageError("--admin-token-file %s is empty", adminTokenFile)
+		}
+	}
+	if printCfg {
+		printConfig(stdout, fs, src, "")
+		for _, ss := range svcSettings {
+			printConfig(stdout, ss.fs, ss.src, "service."+ss.name)
+		}
+		return nil
 	}
 	for _, name := range services {
 		if _, ok := bundled[name]; !ok {
@@ -62,6 +104,10 @@ func runServe(args []string, stderr io.Writer) error {
 	cfg.Routes = append(append([]string(nil), services...), routes...)
 	cfg.WorkerArgs = append(forwarded(fs, gatewayFlagNames), "--log-level="+logs.level, "--log-format="+logs.format)
 	cfg.ServiceArgs = []string{"--log-level=" + logs.level, "--log-format=" + logs.format}
+	if file != nil {
+		// Each service reads its own [service.NAME] table.
+		cfg.ServiceArgs = append(cfg.ServiceArgs, "--config="+file.path)
+	}
 	cfg.Logger = log
 	cfg.Output = os.Stderr
 	sup, err := supervisor.New(cfg)
@@ -91,4 +137,52 @@ func runServe(args []string, stderr io.Writer) error {
 		}
 	}()
 	return sup.Run(ctx)
+}
+
+// settledService is a bundled service's settings as serve sees them.
+type settledService struct {
+	name string
+	fs   *flag.FlagSet
+	src  flagSource
+}
+
+// settleServices checks the config file's [service.NAME] tables against
+// the services' own flags, so a misspelt setting fails serve at start
+// rather than a child in its restart loop, and returns the settings of
+// each service serve runs, for --print-config.
+func settleServices(file *configFile, services []string, stderr io.Writer) ([]settledService, error) {
+	if file != nil {
+		for name := range file.services {
+			if _, ok := bundled[name]; !ok {
+				return nil, usageError("config %s: [service.%s]: no bundled service %q (have: %s)", file.path, name, name, bundledNames())
+			}
+		}
+	}
+	var out []settledService
+	seen := make(map[string]bool)
+	names := append([]string(nil), services...)
+	if file != nil {
+		for name := range file.services {
+			names = append(names, name)
+		}
+	}
+	for _, name := range names {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		fs, _ := serviceFlags(name, stderr)
+		var tab map[string]any
+		what := "config"
+		if file != nil {
+			tab = file.services[name]
+			what = "config " + file.path + " [service." + name + "]"
+		}
+		src, err := layer(fs, serviceEnvPrefix(name), os.Environ(), tab, what)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, settledService{name: name, fs: fs, src: src})
+	}
+	return out, nil
 }

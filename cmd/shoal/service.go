@@ -30,6 +30,31 @@ func bundledNames() string {
 	return strings.Join(names, ", ")
 }
 
+// serviceSettings are the flags of `shoal service NAME`.
+type serviceSettings struct {
+	natsURL string
+	cfg     service.Config
+	logs    logFlags
+	config  string
+	debug   string
+}
+
+// serviceFlags builds the flag set of `shoal service NAME`; serve uses it
+// too, to check and print a config file's [service.NAME] table.
+func serviceFlags(name string, stderr io.Writer) (*flag.FlagSet, *serviceSettings) {
+	fs := flag.NewFlagSet("service "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	st := &serviceSettings{cfg: service.Config{Name: name}}
+	fs.StringVar(&st.natsURL, "nats", "nats://127.0.0.1:4222", "NATS URL")
+	fs.StringVar(&st.cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
+	fs.StringVar(&st.cfg.Queue, "queue", "", "queue group (default: the service name)")
+	fs.IntVar(&st.cfg.Workers, "handlers", 0, "events handled in parallel (default: 8 per CPU, at least 16)")
+	fs.StringVar(&st.config, "config", "", "TOML file whose [service."+name+"] table holds these settings (default $"+configEnv+")")
+	fs.StringVar(&st.debug, "debug-socket", "", "unix socket to serve /debug/pprof on, for the admin endpoint of serve")
+	st.logs.register(fs)
+	return fs, st
+}
+
 func runService(args []string, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return usageError("service: name the service to run: %s", bundledNames())
@@ -39,28 +64,26 @@ func runService(args []string, stderr io.Writer) error {
 	if !ok {
 		return usageError("service: no bundled service %q (have: %s)", name, bundledNames())
 	}
-	fs := flag.NewFlagSet("service "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		natsURL string
-		cfg     = service.Config{Name: name}
-		logs    logFlags
-	)
-	fs.StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS URL")
-	fs.StringVar(&cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
-	fs.StringVar(&cfg.Queue, "queue", "", "queue group (default: the service name)")
-	fs.IntVar(&cfg.Workers, "handlers", 0, "events handled in parallel (default: 8 per CPU, at least 16)")
-	logs.register(fs)
+	fs, st := serviceFlags(name, stderr)
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
-	log, err := logs.logger(stderr)
+	if _, _, err := settle(fs, st.config, serviceEnvPrefix(name), serviceTable(name)); err != nil {
+		return err
+	}
+	log, err := st.logs.logger(stderr)
 	if err != nil {
 		return err
 	}
 	log = log.With("service", name)
+	stopDebug, err := serveDebug(st.debug, log)
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
+	cfg := st.cfg
 	cfg.Logger = log
-	nc, err := bus.Connect(bus.Config{URL: natsURL, Name: "shoal-service-" + name, Logger: log})
+	nc, err := bus.Connect(bus.Config{URL: st.natsURL, Name: "shoal-service-" + name, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ func runWorker(args []string, stderr io.Writer) error {
 		services listFlag
 		gw       gatewayFlags
 		logs     logFlags
+		debug    string
 	)
 	fs.StringVar(&cfg.ID, "shard", "", "shard id on the bus (required)")
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address to listen on, shared through SO_REUSEPORT")
@@ -30,6 +31,7 @@ func runWorker(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
 	fs.Var(&services, "services", "service names clients may reach, comma separated")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", shard.DefaultDrainTimeout, "how long to wait for clients to close on SIGTERM")
+	fs.StringVar(&debug, "debug-socket", "", "unix socket to serve /debug/pprof on, for the admin endpoint of serve")
 	gw.register(fs)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -42,6 +44,11 @@ func runWorker(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopDebug, err := serveDebug(debug, log)
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
 	gw.apply(&cfg)
 	cfg.Services = services
 	if slices.Contains(services, "chat") {
