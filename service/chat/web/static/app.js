@@ -424,6 +424,7 @@ function onWelcome(f) {
   saveJSON(AUTH_KEY, state.auth);
   state.me = f.user;
   state.welcomed = true;
+  const fromLogin = !!state.login;
   if (state.login) {
     state.login = null;
     loginBusy(false);
@@ -431,6 +432,11 @@ function onWelcome(f) {
   }
   if (fresh && state.rooms.size === 0) restoreRooms(f.user);
   showChat();
+  if (fromLogin) {
+    // The form that had the focus is gone: put it where the user goes next.
+    const next = [$("text"), $("join-input"), $("empty-browse")].find((e) => e.offsetParent !== null);
+    if (next) next.focus();
+  }
   for (const room of state.rooms.values()) sendJoin(room);
   requestRooms();
 }
@@ -659,7 +665,7 @@ function renderHeader() {
   let sub = "";
   if (room) {
     const n = room.members.size;
-    sub = room.joined ? n + (n === 1 ? " member" : " members") : "Joining…";
+    sub = room.joined ? n + (n === 1 ? " member" : " members") : state.welcomed ? "Joining…" : "Waiting for the connection…";
   }
   $("room-sub").textContent = sub;
   $("members-count").textContent = room && room.joined ? String(room.members.size) : "";
@@ -841,6 +847,7 @@ function wire() {
     openRoom(name);
   });
   $("join-input").addEventListener("input", () => joinError(""));
+  for (const id of ["login-user", "login-pass"]) $(id).addEventListener("input", () => loginError(""));
 
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();

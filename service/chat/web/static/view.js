@@ -40,7 +40,7 @@ export function avatar(name) {
   return h("span", { class: "avatar c" + (hash % AVATAR_COLORS), "aria-hidden": "true" }, name.slice(0, 1).toUpperCase());
 }
 
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
 const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" });
 const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: "long", month: "long", day: "numeric" });
 
