@@ -92,6 +92,35 @@ var timelineCases = []struct {
 		map[string]any{"shown": []any{1.}}},
 }
 
+// presenceCases drive order.js's Presence: the newest revision about each
+// user wins, whatever the order of arrival.
+var presenceCases = []struct {
+	name string
+	js   string // statements on p, a new Presence
+	want []any  // the members after them, sorted
+}{
+	{"events in order", `p.snapshot(["a"], 10); p.event("b", "join", 11); p.event("a", "leave", 12);`, []any{"b"}},
+	{"a stale leave after a join", `p.snapshot(["a"], 10); p.event("b", "join", 13); p.event("b", "leave", 12);`, []any{"a", "b"}},
+	{"events older than the snapshot", `p.snapshot(["a", "b"], 20); p.event("b", "leave", 15); p.event("c", "join", 19);`, []any{"a", "b"}},
+	{"an event that overtook its snapshot", `p.event("c", "join", 31); p.snapshot(["a"], 30);`, []any{"a", "c"}},
+	{"an event the snapshot already holds", `p.event("c", "leave", 29); p.snapshot(["a", "c"], 30);`, []any{"a", "c"}},
+	{"no revisions: as they come", `p.snapshot(["a"]); p.event("b", "join"); p.event("a", "leave");`, []any{"b"}},
+	{"after a reset, small revisions count", `p.snapshot(["a"], 500); p.reset(); p.snapshot(["a"], 3); p.event("b", "join", 4);`, []any{"a", "b"}},
+}
+
+// TestPresence runs order.js's Presence in Chromium.
+func TestPresence(t *testing.T) {
+	b := openPage(t)
+	for _, tc := range presenceCases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := browsertest.Eval[[]any](b, `(async () => { const { Presence } = await import("/order.js"); const p = new Presence(); `+tc.js+` return [...p].sort(); })()`)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("members = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestTimeline runs order.js in Chromium.
 func TestTimeline(t *testing.T) {
 	b := openPage(t)

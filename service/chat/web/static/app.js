@@ -3,7 +3,7 @@
 // order (order.js), and builds the page with view.js.
 
 import { Connection, parseServers } from "./conn.js";
-import { Timeline } from "./order.js";
+import { Presence, Timeline } from "./order.js";
 import { h, icon, avatar, messageItem, pendingItem, daySeparator, dayKey, follows, byteLength, USER_RE, ROOM_RE, friendly } from "./view.js";
 
 const root = document.documentElement;
@@ -87,7 +87,7 @@ function request(frame, what) {
 class Room {
   constructor(name) {
     this.name = name;
-    this.members = new Set();
+    this.members = new Presence();
     this.unread = 0;
     this.joined = false; // joined on the current socket
     this.caughtUp = false; // and its history is complete
@@ -353,6 +353,7 @@ function onClose() {
   state.reqs.clear();
   for (const room of state.rooms.values()) {
     room.tl.suspend();
+    room.members.reset();
     room.joined = false;
     room.caughtUp = false;
     for (const p of room.pending) {
@@ -387,7 +388,14 @@ function onFrame(f) {
       return onJoined(f);
     case "message": {
       const room = state.rooms.get(f.room);
-      if (room) room.tl.live(f);
+      if (!room) return;
+      if (f.epoch && room.tl.ready && room.tl.epoch && f.epoch !== room.tl.epoch) {
+        // The history was recreated: its seqs start over, so does the view.
+        room.tl.forget();
+        sendJoin(room);
+        return;
+      }
+      room.tl.live(f);
       return;
     }
     case "sent":
@@ -399,7 +407,7 @@ function onFrame(f) {
     case "members": {
       const room = state.rooms.get(f.room);
       if (room && Array.isArray(f.members)) {
-        room.members = new Set(f.members);
+        room.members.snapshot(f.members, f.rev);
         renderMembers();
       }
       return;
@@ -448,7 +456,7 @@ function onJoined(f) {
     request({ type: "leave", room: f.room }, { kind: "leave", room: f.room });
     return;
   }
-  if (Array.isArray(f.members)) room.members = new Set(f.members);
+  if (Array.isArray(f.members)) room.members.snapshot(f.members, f.rev);
   room.joined = true;
   const more = room.tl.joined(f.epoch, f.history, f.more && room.tl.last > 0);
   room.everJoined = true;
@@ -496,9 +504,8 @@ function onHistory(f, req) {
 
 function onPresence(f) {
   const room = state.rooms.get(f.room);
+  if (room && !room.members.event(f.user, f.event, f.rev)) return;
   if (room) {
-    if (f.event === "join") room.members.add(f.user);
-    else if (f.event === "leave") room.members.delete(f.user);
     if (room.name === state.current) {
       renderMembers();
       renderHeader();

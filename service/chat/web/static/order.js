@@ -217,3 +217,56 @@ function valid(m) {
   m.prev = Number.isSafeInteger(m.prev) ? m.prev : 0;
   return true;
 }
+
+// Presence keeps one room's member list. Presence events of one user can
+// arrive out of order (instances race), and a snapshot (joined, members)
+// can cross events on the way; each carries the revision of the presence
+// store it reflects, so the newest word about each user wins. Events and
+// snapshots without a revision are taken as they come.
+export class Presence {
+  constructor() {
+    this.members = new Set();
+    this.rev = 0; // revision of the last snapshot
+    this.latest = new Map(); // user -> {rev, event} of the newest event seen
+  }
+
+  /** snapshot replaces the list with the server's, as of revision rev. */
+  snapshot(members, rev) {
+    this.members = new Set(members);
+    this.rev = Number.isSafeInteger(rev) ? rev : 0;
+    for (const [user, e] of this.latest) {
+      if (e.rev > this.rev) this.apply(user, e.event);
+      else this.latest.delete(user);
+    }
+  }
+
+  /** reset forgets the revisions: a new connection may reach a new store. */
+  reset() {
+    this.rev = 0;
+    this.latest.clear();
+  }
+
+  /** event applies a join or leave; false when it was stale. */
+  event(user, event, rev) {
+    if (Number.isSafeInteger(rev) && rev > 0) {
+      const seen = this.latest.get(user);
+      if (rev <= this.rev || (seen && rev <= seen.rev)) return false;
+      this.latest.set(user, { rev, event });
+    }
+    this.apply(user, event);
+    return true;
+  }
+
+  apply(user, event) {
+    if (event === "join") this.members.add(user);
+    else if (event === "leave") this.members.delete(user);
+  }
+
+  get size() {
+    return this.members.size;
+  }
+
+  [Symbol.iterator]() {
+    return this.members[Symbol.iterator]();
+  }
+}
