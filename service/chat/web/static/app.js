@@ -4,7 +4,8 @@
 
 import { Connection, parseServers } from "./conn.js";
 import { Presence, Timeline } from "./order.js";
-import { h, icon, avatar, messageItem, pendingItem, daySeparator, dayKey, follows, byteLength, USER_RE, ROOM_RE, friendly } from "./view.js";
+import { MessageLog } from "./log.js";
+import { avatar, byteLength, directoryItem, friendly, memberItem, roomItem, ROOM_RE, USER_RE } from "./view.js";
 
 const root = document.documentElement;
 const PATH = root.dataset.path || "/ws/chat";
@@ -92,20 +93,13 @@ class Room {
     this.joined = false; // joined on the current socket
     this.caughtUp = false; // and its history is complete
     this.everJoined = false;
-    this.pending = []; // own messages on their way, in order
-    this.lastMsg = null; // the newest message shown, for grouping
-    this.firstMsg = null; // the oldest
     this.scrollTop = -1; // where the reader left the room; -1: at the bottom
     this.loadingOlder = false;
-    this.older = h("button", { type: "button", class: "older btn ghost small", hidden: true, onclick: () => loadOlder(this) }, "Load older messages");
-    this.list = h("ol", { class: "messages", role: "log", "aria-live": "polite", "aria-label": "Messages in " + name });
-    this.start = h("li", { class: "room-start", hidden: true }, h("strong", {}, "#" + name), " starts here.");
-    this.list.append(this.start);
-    this.view = h("div", { class: "room-view" }, this.older, this.list);
+    this.log = new MessageLog(name, () => loadOlder(this));
     this.tl = new Timeline({
       append: (msgs) => appendMessages(this, msgs),
       prepend: (msgs) => prependMessages(this, msgs),
-      reset: () => resetRoom(this),
+      reset: () => this.log.clear(),
       fetch: (after) => fetchAfter(this, after),
     });
   }
@@ -166,23 +160,21 @@ function fetchAfter(room, after) {
 function loadOlder(room) {
   if (room.loadingOlder || !state.welcomed || !room.tl.hasOlder) return;
   room.loadingOlder = true;
-  room.older.textContent = "Loading…";
+  room.log.top(true, true);
   const id = request({ type: "history", room: room.name, before: room.tl.first, limit: OLDER_PAGE }, { kind: "before", room: room.name });
   if (!id) olderDone(room);
 }
 
 function olderDone(room) {
   room.loadingOlder = false;
-  room.older.textContent = "Load older messages";
-  room.older.hidden = !room.tl.hasOlder;
-  room.start.hidden = room.tl.hasOlder || !room.firstMsg;
+  room.log.top(room.tl.hasOlder, false);
 }
 
 // caughtUp: the room is joined and nothing is missing; what waited to be
 // sent goes out now, after the history has shown what already arrived.
 function caughtUp(room) {
   room.caughtUp = true;
-  for (const p of [...room.pending]) {
+  for (const p of [...room.log.pending]) {
     if (p.state === "sent") {
       // Stored, but its copy never showed: the history would have had it,
       // unless the server changed the text; it is in the log either way.
@@ -211,131 +203,55 @@ function toBottom() {
   $("jump").hidden = true;
 }
 
-// insertBefore is where new messages go: above the own messages still
-// pending, which stay at the bottom until their copy arrives.
-function insertPoint(room) {
-  return room.pending.length ? room.pending[0].el : null;
-}
-
 function appendMessages(room, msgs) {
   const onScreen = room.name === state.current;
   const stick = onScreen && atBottom();
-  let own = false;
-  let unread = 0;
-  const frag = document.createDocumentFragment();
-  for (const m of msgs) {
-    const mine = m.user === state.me;
-    if (!room.lastMsg || room.lastMsg.day !== dayOf(m)) frag.append(daySeparator(m.ts));
-    frag.append(messageItem(m, mine, follows(room.lastMsg && room.lastMsg.m, m)));
-    room.lastMsg = { m, day: dayOf(m) };
-    if (!room.firstMsg) room.firstMsg = { m, day: dayOf(m) };
-    if (mine) {
-      own = true;
-      settlePending(room, m);
-    } else unread++;
-  }
-  room.list.insertBefore(frag, insertPoint(room));
-  room.start.hidden = room.tl.hasOlder;
-  room.older.hidden = !room.tl.hasOlder;
-  if (room.everJoined && unread > 0 && (!onScreen || document.hidden)) {
-    room.unread += unread;
+  const { own, others } = room.log.append(msgs, state.me, (p) => p.id && state.reqs.delete(p.id));
+  room.log.top(room.tl.hasOlder, room.loadingOlder);
+  if (room.everJoined && others > 0 && (!onScreen || document.hidden)) {
+    room.unread += others;
     renderRooms();
     renderTitle();
   }
   if (onScreen) {
     if (stick || own) toBottom();
-    else if (unread > 0) $("jump").hidden = false;
+    else if (others > 0) $("jump").hidden = false;
   }
 }
 
 function prependMessages(room, msgs) {
   const s = scroller();
-  const onScreen = room.name === state.current;
   const fromBottom = s.scrollHeight - s.scrollTop;
-  const frag = document.createDocumentFragment();
-  let prev = null;
-  for (const m of msgs) {
-    if (!prev || prev.day !== dayOf(m)) frag.append(daySeparator(m.ts));
-    frag.append(messageItem(m, m.user === state.me, follows(prev && prev.m, m)));
-    prev = { m, day: dayOf(m) };
-  }
-  // The old first message may now continue a group, and its day may
-  // already have its separator.
-  const firstSep = room.start.nextElementSibling;
-  if (firstSep && firstSep.classList.contains("day") && firstSep.dataset.day === prev.day) {
-    firstSep.remove();
-    const firstItem = room.start.nextElementSibling;
-    if (firstItem && room.firstMsg && follows(prev.m, room.firstMsg.m)) firstItem.classList.add("cont");
-  }
-  room.firstMsg = { m: msgs[0], day: dayOf(msgs[0]) };
-  room.start.after(frag);
-  if (onScreen) s.scrollTop = s.scrollHeight - fromBottom;
-}
-
-function resetRoom(room) {
-  for (const e of [...room.list.children]) if (e !== room.start && !e.classList.contains("pending")) e.remove();
-  room.lastMsg = room.firstMsg = null;
-  room.start.hidden = true;
-  room.older.hidden = true;
-}
-
-function dayOf(m) {
-  return dayKey(m.ts);
+  room.log.prepend(msgs, state.me);
+  if (room.name === state.current) s.scrollTop = s.scrollHeight - fromBottom;
 }
 
 // ---- own messages
 
 function sendText(room, text) {
-  const p = { text, id: 0, seq: 0, state: "queued", sentOnce: false, el: null };
-  p.el = pendingItem(
+  const p = room.log.addPending(
     text,
-    () => sendPending(room, p),
-    () => dropPending(room, p),
+    (p) => sendPending(room, p),
+    (p) => dropPending(room, p),
   );
-  room.pending.push(p);
-  room.list.append(p.el);
   sendPending(room, p);
   toBottom();
 }
 
 function sendPending(room, p) {
-  if (!state.welcomed || !room.joined || !room.caughtUp) {
-    setPending(p, "queued", "Waiting for the connection…");
-    return;
-  }
-  const id = request({ type: "say", room: room.name, text: p.text }, { kind: "say", room: room.name, p });
+  const id = state.welcomed && room.joined && room.caughtUp ? request({ type: "say", room: room.name, text: p.text }, { kind: "say", room: room.name, p }) : 0;
   if (!id) {
-    setPending(p, "queued", "Waiting for the connection…");
+    room.log.mark(p, "queued", "Waiting for the connection…");
     return;
   }
   p.id = id;
   p.sentOnce = true;
-  setPending(p, "sending", "Sending…");
-}
-
-function setPending(p, st, text, failed) {
-  p.state = st;
-  p.el.querySelector(".state-text").textContent = text;
-  p.el.classList.toggle("failed", !!failed);
-  p.el.querySelector(".retry").hidden = !failed;
-  p.el.querySelector(".discard").hidden = !failed;
+  room.log.mark(p, "sending", "Sending…");
 }
 
 function dropPending(room, p) {
-  const i = room.pending.indexOf(p);
-  if (i >= 0) room.pending.splice(i, 1);
-  p.el.remove();
+  room.log.drop(p);
   if (p.id) state.reqs.delete(p.id);
-}
-
-// settlePending: an own message arrived; the pending copy it answers goes.
-// The seq from the server's "sent" matches it exactly; without one (the
-// socket dropped before "sent" came), a pending message of the same text
-// that went out is the one, so a message is not sent a second time.
-function settlePending(room, m) {
-  let p = room.pending.find((q) => q.seq === m.seq);
-  if (!p) p = room.pending.find((q) => q.sentOnce && !q.seq && q.text === m.text);
-  if (p) dropPending(room, p);
 }
 
 // ---- socket events
@@ -356,8 +272,8 @@ function onClose() {
     room.members.reset();
     room.joined = false;
     room.caughtUp = false;
-    for (const p of room.pending) {
-      if (p.state === "sending") setPending(p, "unsent", "Waiting for the connection…");
+    for (const p of room.log.pending) {
+      if (p.state === "sending") room.log.mark(p, "unsent", "Waiting for the connection…");
     }
     if (room.loadingOlder) olderDone(room);
   }
@@ -477,7 +393,7 @@ function onSent(f, req) {
   p.seq = f.seq || 0;
   if (p.seq && p.seq <= room.tl.last) dropPending(room, p);
   else {
-    setPending(p, "sent", "Sent");
+    room.log.mark(p, "sent", "Sent");
     room.tl.known(p.seq);
   }
 }
@@ -559,19 +475,19 @@ function onError(f, req) {
 function sayFailed(room, p, f) {
   p.id = 0;
   if (RETRY_LATER[f.code]) {
-    setPending(p, "queued", friendly(f.code));
+    room.log.mark(p, "queued", friendly(f.code));
     p.sentOnce = false;
-    setTimeout(() => room.pending.includes(p) && p.state === "queued" && sendPending(room, p), RETRY_LATER[f.code]);
+    setTimeout(() => room.log.pending.includes(p) && p.state === "queued" && sendPending(room, p), RETRY_LATER[f.code]);
     return;
   }
   if (f.code === "not_member") {
     p.sentOnce = false;
-    setPending(p, "queued", "Rejoining the room…");
+    room.log.mark(p, "queued", "Rejoining the room…");
     sendJoin(room);
     return;
   }
   p.sentOnce = false;
-  setPending(p, "failed", "Not sent. " + friendly(f.code, "say", f.message), true);
+  room.log.mark(p, "failed", "Not sent. " + friendly(f.code, "say", f.message), true);
 }
 
 function requestRooms() {
@@ -640,7 +556,7 @@ function joinError(text) {
 /** select puts a room (or nothing) on screen. */
 function select(name) {
   const old = state.rooms.get(state.current);
-  if (old && old.view.isConnected) old.scrollTop = atBottom() ? -1 : scroller().scrollTop;
+  if (old && old.log.view.isConnected) old.scrollTop = atBottom() ? -1 : scroller().scrollTop;
   const room = name ? state.rooms.get(name) : null;
   state.current = room ? name : null;
   const s = scroller();
@@ -651,7 +567,7 @@ function select(name) {
   $("members-toggle").hidden = !room;
   $("jump").hidden = true;
   if (room) {
-    s.append(room.view);
+    s.append(room.log.view);
     room.unread = 0;
     if (room.scrollTop < 0) toBottom();
     else s.scrollTop = room.scrollTop;
@@ -685,21 +601,14 @@ function renderRooms() {
   for (const room of state.rooms.values()) {
     unread += room.unread;
     const active = room.name === state.current;
-    const count = room.joined ? room.members.size : null;
     joined.append(
-      h(
-        "li",
-        { class: "room-item" + (active ? " active" : "") + (room.unread ? " unread" : ""), "data-room": room.name },
-        h(
-          "button",
-          { type: "button", class: "room-open", "aria-current": active ? "page" : false, onclick: () => openRoom(room.name) },
-          icon("hash"),
-          h("span", { class: "room-name" }, room.name),
-          room.unread ? h("span", { class: "badge", "aria-label": room.unread + " unread" }, room.unread > 99 ? "99+" : String(room.unread)) : null,
-          count !== null && !room.unread ? h("span", { class: "count", title: count + " members" }, String(count)) : null,
-        ),
-        h("button", { type: "button", class: "icon-btn small leave-btn", "aria-label": "Leave " + room.name, title: "Leave", onclick: () => leaveRoom(room.name) }, icon("close")),
-      ),
+      roomItem(room.name, {
+        active,
+        unread: room.unread,
+        count: room.joined ? room.members.size : null,
+        onOpen: () => openRoom(room.name),
+        onLeave: () => leaveRoom(room.name),
+      }),
     );
   }
   $("joined-empty").hidden = state.rooms.size > 0;
@@ -710,23 +619,7 @@ function renderRooms() {
   const dir = $("room-list");
   dir.replaceChildren();
   const listed = state.directory.filter((r) => r && ROOM_RE.test(r.room || ""));
-  for (const r of listed) {
-    const mine = state.rooms.has(r.room);
-    const n = Math.max(0, r.members | 0);
-    dir.append(
-      h(
-        "li",
-        { class: "room-item" + (mine ? " mine" : ""), "data-room": r.room },
-        h(
-          "button",
-          { type: "button", class: "room-open", onclick: () => openRoom(r.room), "aria-label": r.room + ", " + n + (n === 1 ? " member" : " members") + (mine ? ", joined" : "") },
-          icon("hash"),
-          h("span", { class: "room-name" }, r.room),
-          h("span", { class: "count" }, String(n)),
-        ),
-      ),
-    );
-  }
+  for (const r of listed) dir.append(directoryItem(r.room, Math.max(0, r.members | 0), state.rooms.has(r.room), () => openRoom(r.room)));
   $("rooms-empty").hidden = listed.length > 0;
 }
 
@@ -736,20 +629,7 @@ function renderMembers() {
   const names = room ? [...room.members].sort((a, b) => (a === state.me ? -1 : b === state.me ? 1 : a.localeCompare(b))) : [];
   // Keep the items that stay, so a screen reader hears only who came or went.
   const have = new Map([...list.children].map((li) => [li.dataset.user, li]));
-  list.replaceChildren(
-    ...names.map(
-      (n) =>
-        have.get(n) ||
-        h(
-          "li",
-          { class: "member" + (n === state.me ? " me" : ""), "data-user": n },
-          avatar(n),
-          h("span", { class: "member-name" }, n),
-          n === state.me ? h("span", { class: "you" }, "you") : null,
-          h("span", { class: "online", title: "online", "aria-label": "online" }),
-        ),
-    ),
-  );
+  list.replaceChildren(...names.map((n) => have.get(n) || memberItem(n, n === state.me)));
   $("members-title").textContent = room ? "Members · " + names.length : "Members";
   // Until the room is joined again the list is what it was: say so.
   list.classList.toggle("stale", !!room && !room.joined);

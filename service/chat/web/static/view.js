@@ -122,6 +122,59 @@ export function pendingItem(text, onRetry, onDiscard) {
   );
 }
 
+/** count99 writes a count for a badge. */
+function count99(n) {
+  return n > 99 ? "99+" : String(n);
+}
+
+/**
+ * roomItem is a joined room in the sidebar: its name, its unread messages
+ * or else its member count (null: not known yet), and a leave button.
+ */
+export function roomItem(name, { active, unread, count, onOpen, onLeave }) {
+  return h(
+    "li",
+    { class: "room-item" + (active ? " active" : "") + (unread ? " unread" : ""), "data-room": name },
+    h(
+      "button",
+      { type: "button", class: "room-open", "aria-current": active ? "page" : false, onclick: onOpen },
+      icon("hash"),
+      h("span", { class: "room-name" }, name),
+      unread ? h("span", { class: "badge", "aria-label": unread + " unread" }, count99(unread)) : null,
+      count !== null && !unread ? h("span", { class: "count", title: count + " members" }, String(count)) : null,
+    ),
+    h("button", { type: "button", class: "icon-btn small leave-btn", "aria-label": "Leave " + name, title: "Leave", onclick: onLeave }, icon("close")),
+  );
+}
+
+/** directoryItem is a room of the server's list, with its member count. */
+export function directoryItem(name, members, mine, onOpen) {
+  const label = name + ", " + members + (members === 1 ? " member" : " members") + (mine ? ", joined" : "");
+  return h(
+    "li",
+    { class: "room-item" + (mine ? " mine" : ""), "data-room": name },
+    h(
+      "button",
+      { type: "button", class: "room-open", onclick: onOpen, "aria-label": label },
+      icon("hash"),
+      h("span", { class: "room-name" }, name),
+      h("span", { class: "count" }, String(members)),
+    ),
+  );
+}
+
+/** memberItem is one member in a room's member list. */
+export function memberItem(name, me) {
+  return h(
+    "li",
+    { class: "member" + (me ? " me" : ""), "data-user": name },
+    avatar(name),
+    h("span", { class: "member-name" }, name),
+    me ? h("span", { class: "you" }, "you") : null,
+    h("span", { class: "online", title: "online", "aria-label": "online" }),
+  );
+}
+
 const urlRe = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/gi;
 
 /** linkify appends text to parent, with web addresses as links. */
