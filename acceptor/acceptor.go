@@ -61,8 +61,9 @@ type Config struct {
 	// request without an Origin header (not from a browser) is allowed.
 	AllowedOrigins []string
 	// Authenticate, when set, checks each WebSocket request and names its
-	// user. An error refuses the handshake with 401, or with the status of
-	// a *RejectError.
+	// user ("" for an anonymous client). An error refuses the handshake
+	// with 401, or with the status and reason of a *RejectError, whose Err
+	// text is the body the client reads.
 	Authenticate func(*Request) (user string, err error)
 	// HTTP serves every request that is not for /ws/; nil answers 404.
 	HTTP http.Handler

@@ -221,7 +221,12 @@ func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target s
 			if err != nil {
 				var rej *RejectError
 				if errors.As(err, &rej) {
-					return nil, h.refuse(rej.Status, rej.Reason, rej.Error())
+					// The client reads Err's text; Reason is for metrics.
+					msg := rej.Reason
+					if rej.Err != nil {
+						msg = rej.Err.Error()
+					}
+					return nil, h.refuse(rej.Status, rej.Reason, msg)
 				}
 				return nil, h.refuse(http.StatusUnauthorized, "auth", err.Error())
 			}

@@ -42,12 +42,17 @@ func (s *Supervisor) reservePort() error {
 
 // Proc describes one process of the tree, as /procs lists them.
 type Proc struct {
-	Role     string `json:"role"`
-	PID      int    `json:"pid"`
-	Slot     int    `json:"slot"`
-	Shard    string `json:"shard,omitempty"`
-	Service  string `json:"service,omitempty"`
-	Restarts int    `json:"restarts"`
+	// Role is "supervisor", "worker" or "service".
+	Role string `json:"role"`
+	PID  int    `json:"pid"`
+	// Slot is a worker's number, or a service process's number among the
+	// processes of its service (0 to --services NAME=N minus 1).
+	Slot    int    `json:"slot"`
+	Shard   string `json:"shard,omitempty"`
+	Service string `json:"service,omitempty"`
+	// Restarts counts the times the slot's process died and was started
+	// again.
+	Restarts int `json:"restarts"`
 }
 
 // Procs lists the supervisor and its live children.
@@ -132,7 +137,7 @@ var (
 	descCloses   = prometheus.NewDesc("shoal_closes_total", "Connections ended, by close code.", append(labels, "code"), nil)
 	descBusErr   = prometheus.NewDesc("shoal_bus_errors_total", "Failed bus operations on a worker.", labels, nil)
 	descBusDrop  = prometheus.NewDesc("shoal_bus_dropped_total", "Bus messages dropped because a worker fell behind.", labels, nil)
-	descRestarts = prometheus.NewDesc("shoal_child_restarts_total", "Children restarted after dying.", []string{"role", "slot"}, nil)
+	descRestarts = prometheus.NewDesc("shoal_child_restarts_total", "Children restarted after dying.", []string{"role", "service", "slot"}, nil)
 	descLastBeat = prometheus.NewDesc("shoal_worker_heartbeat_age_seconds", "Time since a worker's last life record.", labels, nil)
 )
 
@@ -152,7 +157,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		sl.mu.Lock()
 		restarts := sl.restarts
 		sl.mu.Unlock()
-		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(restarts), string(sl.role), strconv.Itoa(sl.index))
+		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(restarts), string(sl.role), sl.name, strconv.Itoa(sl.index))
 	}
 	for _, sl := range workers {
 		sl.mu.Lock()

@@ -15,8 +15,8 @@ import (
 
 // Every child serves net/http/pprof on a unix socket of its own in a
 // directory only this user can enter; the admin endpoint proxies
-// /debug/pprof/worker/<slot>/... and /debug/pprof/service/<slot>/... to
-// it. A socket, not a loopback port, so that other local users cannot
+// /debug/pprof/worker/<slot>/... and /debug/pprof/service/<name>/<slot>/...
+// to it (a service's slots count its own processes, as /procs lists them). A socket, not a loopback port, so that other local users cannot
 // profile the gateway, and so that nothing but the admin endpoint needs a
 // bearer token.
 
@@ -63,18 +63,24 @@ func (s *Supervisor) debugRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
-// proxyDebug forwards "<slot>/<profile>" to the debug socket of the live
+// proxyDebug forwards "<slot>/<profile>" of a worker, or
+// "<name>/<slot>/<profile>" of a service, to the debug socket of the live
 // process of that slot.
 func (s *Supervisor) proxyDebug(w http.ResponseWriter, r *http.Request, ro role, tail string) {
+	name, form := "", "<slot>"
+	if ro == roleService {
+		name, tail, _ = strings.Cut(tail, "/")
+		form = "<name>/<slot>"
+	}
 	slotStr, profile, _ := strings.Cut(tail, "/")
 	index, err := strconv.Atoi(slotStr)
 	if err != nil {
-		http.Error(w, fmt.Sprintf("want /debug/pprof/%s/<slot>/<profile>: slot %q is not a number", ro, slotStr), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("want /debug/pprof/%s/%s/<profile>: slot %q is not a number", ro, form, slotStr), http.StatusNotFound)
 		return
 	}
-	sock := s.debugSocket(ro, index)
+	sock := s.debugSocket(ro, name, index)
 	if sock == "" {
-		http.Error(w, fmt.Sprintf("no live %s in slot %d (see /procs)", ro, index), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("no live %s in slot %d (see /procs)", strings.TrimSpace(string(ro)+" "+name), index), http.StatusNotFound)
 		return
 	}
 	proxy := &httputil.ReverseProxy{
@@ -99,7 +105,8 @@ func (s *Supervisor) proxyDebug(w http.ResponseWriter, r *http.Request, ro role,
 }
 
 // debugSocket is the debug socket of the live process of a slot, or "".
-func (s *Supervisor) debugSocket(ro role, index int) string {
+// name is the service's, "" for a worker.
+func (s *Supervisor) debugSocket(ro role, name string, index int) string {
 	s.mu.Lock()
 	slots := s.workers
 	if ro == roleService {
@@ -107,7 +114,7 @@ func (s *Supervisor) debugSocket(ro role, index int) string {
 	}
 	var sl *slot
 	for _, c := range slots {
-		if c.index == index {
+		if c.index == index && c.name == name {
 			sl = c
 		}
 	}

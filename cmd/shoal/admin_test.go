@@ -40,7 +40,7 @@ func TestAdminTokenAndProfiles(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := startServe(t, "--workers", "2", "--services", "echo", "--admin-token-file", tokenFile)
+	f := startServe(t, "--workers", "2", "--services", "echo=2,fanout", "--admin-token-file", tokenFile)
 	f.adminToken = token
 
 	if code, body := get(t, f.admin+"/healthz", ""); code != 200 || !strings.Contains(body, "ok") {
@@ -65,17 +65,37 @@ func TestAdminTokenAndProfiles(t *testing.T) {
 		{"/debug/pprof/goroutine?debug=1", "supervisor"},
 		{"/debug/pprof/worker/0/goroutine?debug=1", "shoal/shard"},
 		{"/debug/pprof/worker/1/goroutine?debug=1", "shoal/shard"},
-		{"/debug/pprof/service/0/goroutine?debug=1", "shoal/service"},
+		{"/debug/pprof/service/echo/0/goroutine?debug=1", "shoal/service"},
+		{"/debug/pprof/service/echo/1/goroutine?debug=1", "shoal/service"},
+		{"/debug/pprof/service/fanout/0/goroutine?debug=1", "shoal/service"},
 	} {
 		code, body := get(t, f.admin+c.path, token)
 		if code != 200 || !strings.Contains(body, c.want) {
 			t.Errorf("%s: %d, want 200 with %q in the dump (got %.200q)", c.path, code, c.want, body)
 		}
 	}
+	// Each service process is reached by its service's name and its own
+	// slot: the command lines (NUL-separated) name the service and differ.
+	cmdlines := make(map[string]bool)
+	for _, c := range []struct{ path, name string }{
+		{"/debug/pprof/service/echo/0/cmdline", "echo"},
+		{"/debug/pprof/service/echo/1/cmdline", "echo"},
+		{"/debug/pprof/service/fanout/0/cmdline", "fanout"},
+	} {
+		code, body := get(t, f.admin+c.path, token)
+		if code != 200 || !strings.Contains(body, "service\x00"+c.name+"\x00") {
+			t.Errorf("%s: %d %q, want the command line of service %s", c.path, code, body, c.name)
+		}
+		cmdlines[body] = true
+	}
+	if len(cmdlines) != 3 {
+		t.Errorf("three service slots reached %d distinct processes", len(cmdlines))
+	}
 	if code, body := get(t, f.admin+"/debug/pprof/worker/0/heap?debug=1", token); code != 200 || !strings.Contains(body, "heap profile") {
 		t.Errorf("worker heap profile: %d %.100q", code, body)
 	}
-	for _, path := range []string{"/debug/pprof/worker/7/heap", "/debug/pprof/worker/x/heap"} {
+	for _, path := range []string{"/debug/pprof/worker/7/heap", "/debug/pprof/worker/x/heap",
+		"/debug/pprof/service/echo/2/heap", "/debug/pprof/service/nosuch/0/heap", "/debug/pprof/service/0/heap"} {
 		if code, _ := get(t, f.admin+path, token); code != http.StatusNotFound {
 			t.Errorf("%s: %d, want 404", path, code)
 		}

@@ -58,7 +58,7 @@ func TestConfigLayers(t *testing.T) {
 addr = "127.0.0.9:9000"
 workers = 5
 max-queue = "1MiB"
-services = ["echo", "fanout"]
+services = ["echo=2", "fanout"]
 allowed-origins = ["https://a.example", "https://b.example"]
 
 [service.echo]
@@ -68,13 +68,15 @@ prefix = "fromfile"
 	t.Setenv("SHOAL_MAX_QUEUE", "2MiB")
 	t.Setenv("SHOAL_WORKERS", "4")
 	t.Setenv("SHOAL_SERVICE_ECHO_PREFIX", "fromenv")
+	t.Setenv("SHOAL_TOKEN_KEY_FILE", "/etc/shoal/token.key")
 	out := printed(t, "--config", cfg, "--workers", "3")
 
 	for _, c := range []struct{ table, name, value, source string }{
 		{"", "workers", "3", "command line"},
 		{"", "max-queue", "2097152", "env SHOAL_MAX_QUEUE"},
 		{"", "addr", `"127.0.0.9:9000"`, "config " + cfg},
-		{"", "services", `"echo,fanout"`, "config " + cfg},
+		{"", "services", `"echo=2,fanout"`, "config " + cfg},
+		{"", "token-key-file", `"/etc/shoal/token.key"`, "env SHOAL_TOKEN_KEY_FILE"},
 		{"", "allowed-origins", `"https://a.example,https://b.example"`, "config " + cfg},
 		{"", "idle-timeout", `"1m15s"`, "default"},
 		{"service.echo", "handlers", "7", "config " + cfg + " [service.echo]"},
@@ -122,6 +124,7 @@ func TestConfigErrors(t *testing.T) {
 		{"NoSuchService", "[service.nosuch]\nhandlers = 1\n", [2]string{}, `no bundled service "nosuch"`},
 		{"ServiceKey", "[service.echo]\nhandler = 1\n", [2]string{}, `[service.echo]: unknown setting "handler" (did you mean "handlers"?)`},
 		{"ServiceNotTable", "service = 3\n", [2]string{}, "service"},
+		{"ServiceCount", "services = [\"echo=0\"]\n", [2]string{}, "echo=0"},
 		{"ListWithComma", "services = [\"echo,fanout\"]\n", [2]string{}, "comma"},
 		{"BadEnv", "", [2]string{"SHOAL_IDLE_TIMEOUT", "soon"}, "SHOAL_IDLE_TIMEOUT"},
 		{"BadServiceEnv", "", [2]string{"SHOAL_SERVICE_ECHO_HANDLERS", "x"}, "SHOAL_SERVICE_ECHO_HANDLERS"},

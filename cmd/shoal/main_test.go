@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -16,6 +18,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"dance"}, "dance"},
 		{[]string{"serve", "--workers", "x"}, "workers"},
 		{[]string{"serve", "--services", "nosuch"}, "nosuch"},
+		{[]string{"serve", "--services", "nosuch=2"}, "nosuch"},
+		{[]string{"serve", "--services", "echo=0"}, "echo=0: want a number of processes"},
+		{[]string{"serve", "--services", "echo=x"}, "echo=x: want a number of processes"},
+		{[]string{"serve", "--services", "echo=-1"}, "echo=-1: want a number of processes"},
+		{[]string{"serve", "--services", "echo="}, "echo=: want a number of processes"},
+		{[]string{"serve", "--services", "echo=65"}, "from 1 to 64"},
+		{[]string{"serve", "--services", "echo,fanout,echo=2"}, "\"echo\" named twice"},
 		{[]string{"serve", "--max-message", "65MiB"}, "max-message"},
 		{[]string{"serve", "--max-message", "lots"}, "max-message"},
 		{[]string{"serve", "stray"}, "stray"},
@@ -29,6 +38,24 @@ func TestUsageErrors(t *testing.T) {
 		if !strings.Contains(strings.ToLower(errb.String()), c.want) {
 			t.Errorf("shoal %v: stderr %q does not mention %q", c.args, errb.String(), c.want)
 		}
+	}
+}
+
+// A key file named on the command line must exist: serve and worker stop
+// before starting anything, saying which file is missing.
+func TestMissingKeyFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "token.key")
+	for _, args := range [][]string{
+		{"serve", "--data", t.TempDir(), "--token-key-file", missing},
+		{"worker", "--shard", "w1", "--token-key-file", missing},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 1 || !strings.Contains(errb.String(), "no key file: "+missing) {
+			t.Errorf("shoal %v: exit %d, stderr %q; want 1 naming the missing file", args, code, errb.String())
+		}
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Error("a key file was made up")
 	}
 }
 

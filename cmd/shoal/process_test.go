@@ -58,6 +58,7 @@ type fleet struct {
 	ws    string // ws://host:port
 	admin string // http://host:port
 	nats  string // the bus's client URL
+	data  string // the --data directory
 	exit  chan error
 	// adminToken is the admin endpoint's bearer token, if it wants one.
 	adminToken string
@@ -86,8 +87,9 @@ func startServe(t *testing.T, args ...string) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
+	data := t.TempDir()
 	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
-		"--admin", "127.0.0.1:0", "--data", t.TempDir(), "--log-format", "json"}, args...)
+		"--admin", "127.0.0.1:0", "--data", data, "--log-format", "json"}, args...)
 	cmd := exec.Command(exe, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -97,7 +99,7 @@ func startServe(t *testing.T, args ...string) *fleet {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	f := &fleet{t: t, cmd: cmd, exit: make(chan error, 1)}
+	f := &fleet{t: t, cmd: cmd, data: data, exit: make(chan error, 1)}
 	ready := make(chan struct{})
 	var logs bytes.Buffer
 	var logMu sync.Mutex

@@ -4,10 +4,14 @@ import (
 	"context"
 	"flag"
 	"io"
+	"log/slog"
+	"os"
 	"os/signal"
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/service"
@@ -15,10 +19,23 @@ import (
 	"github.com/shoal-gw/shoal/service/fanout"
 )
 
+// serviceEnv is what `shoal service NAME` gives a bundled service's
+// constructor: the bus connection and the settings every bundled service
+// is started with, whether it uses them or not.
+type serviceEnv struct {
+	// NATS is the service's bus connection, for storage beside the events.
+	NATS *nats.Conn
+	// TokenKeyFile is the path of the key that signs and checks tokens
+	// (--token-key-file); "" when none was given.
+	TokenKeyFile string
+	Logger       *slog.Logger
+}
+
 // bundled are the services this binary can run, by name.
-var bundled = map[string]func() service.Handler{
-	"echo":   echo.New,
-	"fanout": fanout.New,
+var bundled = map[string]func(env serviceEnv) (service.Handler, error){
+	// echo and fanout trust nobody and need no key.
+	"echo":   func(serviceEnv) (service.Handler, error) { return echo.New(), nil },
+	"fanout": func(serviceEnv) (service.Handler, error) { return fanout.New(), nil },
 }
 
 func bundledNames() string {
@@ -37,6 +54,7 @@ type serviceSettings struct {
 	logs    logFlags
 	config  string
 	debug   string
+	env     serviceEnv
 }
 
 // serviceFlags builds the flag set of `shoal service NAME`; serve uses it
@@ -49,6 +67,7 @@ func serviceFlags(name string, stderr io.Writer) (*flag.FlagSet, *serviceSetting
 	fs.StringVar(&st.cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
 	fs.StringVar(&st.cfg.Queue, "queue", "", "queue group (default: the service name)")
 	fs.IntVar(&st.cfg.Workers, "handlers", 0, "events handled in parallel (default: 8 per CPU, at least 16)")
+	fs.StringVar(&st.env.TokenKeyFile, "token-key-file", "", "key file that signs and checks tokens, for services that issue them (serve passes its own)")
 	fs.StringVar(&st.config, "config", "", "TOML file whose [service."+name+"] table holds these settings (default $"+configEnv+")")
 	fs.StringVar(&st.debug, "debug-socket", "", "unix socket to serve /debug/pprof on, for the admin endpoint of serve")
 	st.logs.register(fs)
@@ -83,12 +102,18 @@ func runService(args []string, stderr io.Writer) error {
 	defer stopDebug()
 	cfg := st.cfg
 	cfg.Logger = log
-	nc, err := bus.Connect(bus.Config{URL: st.natsURL, Name: "shoal-service-" + name, Logger: log})
+	nc, err := bus.Connect(bus.Config{URL: st.natsURL, Name: bus.ServiceClientName(name, os.Getpid()), Logger: log})
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	svc, err := service.New(nc, cfg, mk())
+	env := st.env
+	env.NATS, env.Logger = nc, log
+	h, err := mk(env)
+	if err != nil {
+		return err
+	}
+	svc, err := service.New(nc, cfg, h)
 	if err != nil {
 		return err
 	}

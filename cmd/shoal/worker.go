@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-gw/shoal/auth"
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/service/chat/web"
 	"github.com/shoal-gw/shoal/shard"
@@ -23,6 +24,7 @@ func runWorker(args []string, stderr io.Writer) error {
 		services listFlag
 		gw       gatewayFlags
 		logs     logFlags
+		keyFile  string
 		debug    string
 	)
 	fs.StringVar(&cfg.ID, "shard", "", "shard id on the bus (required)")
@@ -31,6 +33,7 @@ func runWorker(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
 	fs.Var(&services, "services", "service names clients may reach, comma separated")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", shard.DefaultDrainTimeout, "how long to wait for clients to close on SIGTERM")
+	fs.StringVar(&keyFile, "token-key-file", "", "key file that checks the clients' tokens (default: no tokens; every client is anonymous)")
 	fs.StringVar(&debug, "debug-socket", "", "unix socket to serve /debug/pprof on, for the admin endpoint of serve")
 	gw.register(fs)
 	logs.register(fs)
@@ -54,6 +57,14 @@ func runWorker(args []string, stderr io.Writer) error {
 	if slices.Contains(services, "chat") {
 		// The chat's page, on the gateway's own port.
 		cfg.HTTP = web.Handler()
+	}
+	if keyFile != "" {
+		// Read once: tokens are checked with the key in memory.
+		key, err := auth.LoadKey(keyFile)
+		if err != nil {
+			return err
+		}
+		cfg.Authenticate = tokenAuthenticator(key)
 	}
 	cfg.Logger = log
 	nc, err := bus.Connect(bus.Config{URL: natsURL, Name: "shoal-worker-" + cfg.ID, Logger: log, ConnectTimeout: 10 * time.Second})
