@@ -1,6 +1,7 @@
 // The chat page: log in, join rooms, talk. It speaks the chat protocol of
-// service/chat over one WebSocket (conn.js), keeps each room's messages in
-// order (order.js), and builds the page with view.js.
+// service/chat over one WebSocket (conn.js), keeps each room's messages and
+// members in order (order.js), shows a room's messages with log.js and the
+// rest of the page with view.js.
 
 import { Connection, parseServers } from "./conn.js";
 import { Presence, Timeline } from "./order.js";
@@ -787,7 +788,7 @@ function wire() {
   });
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) return;
-    checkRooms();
+    checkRoom();
     const room = state.rooms.get(state.current);
     if (room && room.unread) {
       room.unread = 0;
@@ -797,19 +798,16 @@ function wire() {
     conn.retryNow();
   });
   window.addEventListener("online", () => conn.retryNow());
-  setInterval(() => {
-    const room = state.rooms.get(state.current);
-    if (room && !document.hidden && state.welcomed) checkRooms(room);
-  }, CHECK_EVERY);
+  setInterval(() => document.hidden || checkRoom(), CHECK_EVERY);
 }
 
-// checkRooms asks for what came after the last message shown. Live copies
-// are not stored on the way, so one lost at the very end of a quiet room
-// would otherwise wait for the next message to be noticed.
-function checkRooms(only) {
-  for (const room of state.rooms.values()) {
-    if ((!only || room === only) && room.caughtUp && !room.tl.behind) fetchAfter(room);
-  }
+// checkRoom asks for what came after the last message shown in the room
+// on screen. Live copies are not stored on the way, so one lost at the very
+// end of a quiet room would otherwise wait for the next message to be
+// noticed.
+function checkRoom() {
+  const room = state.rooms.get(state.current);
+  if (room && state.welcomed && room.caughtUp && !room.tl.behind) fetchAfter(room);
 }
 
 function requestWho() {

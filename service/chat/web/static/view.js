@@ -220,8 +220,10 @@ export function friendly(code, context, detail) {
     case "too_long":
       return "That message is too long to send.";
     case "rate_limited":
+      if (context === "login") return "Too many attempts. Wait a moment, then try again.";
       return "You are sending too fast. Wait a moment.";
     case "unavailable":
+      if (context === "login") return "The chat is briefly unavailable. Try again in a moment.";
       return "The chat is briefly unavailable. Trying again…";
     case "offline":
       return "Not connected to the server yet. Try again in a moment.";
