@@ -121,6 +121,80 @@ func TestPresence(t *testing.T) {
 	}
 }
 
+// outboxHarness makes mk(): an Outbox whose hooks record what it sends
+// (the texts, in order), what it removes and how often it checks; request
+// ids count from 1.
+const outboxHarness = `
+window.oh = window.oh || (async () => {
+	const { Outbox } = await import("/outbox.js");
+	const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+	const mk = (open = true, sentWithin = 30) => {
+		const o = { sends: [], removed: [], checks: 0, n: 0 };
+		o.b = new Outbox({
+			send: (p) => { o.sends.push(p.text); return ++o.n; },
+			changed: () => {},
+			removed: (p) => o.removed.push(p.text),
+			check: () => o.checks++,
+			sentWithin,
+		});
+		o.b.setOpen(open);
+		return o;
+	};
+	const out = (o, extra) => ({ sends: o.sends, removed: o.removed, checks: o.checks, left: o.b.items.map((p) => p.text + ":" + p.state), ...extra });
+	return { sleep, mk, out };
+})();
+`
+
+// outboxCases drive outbox.js: own messages go in order, one at a time,
+// each once.
+var outboxCases = []struct {
+	name string
+	js   string // the body of an async function of (sleep, mk, out)
+	want map[string]any
+}{
+	{"one at a time, in order", `const o = mk(); o.b.add("a"); o.b.add("b"); o.b.add("c"); const first = [...o.sends];
+		o.b.sent(1, 5, 4); o.b.arrived({ seq: 5, text: "a" }); o.b.sent(2, 6, 5); o.b.arrived({ seq: 6, text: "b" }); return out(o, { first });`,
+		map[string]any{"first": []any{"a"}, "sends": []any{"a", "b", "c"}, "removed": []any{"a", "b"}, "left": []any{"c:sending"}}},
+	{"the copy before its sent", `const o = mk(); o.b.add("a"); o.b.add("b"); o.b.arrived({ seq: 5, text: "a" }); o.b.sent(1, 5, 5); return out(o);`,
+		map[string]any{"sends": []any{"a", "b"}, "removed": []any{"a"}, "left": []any{"b:sending"}}},
+	{"told to wait, order kept", `const o = mk(true, 10000); o.b.add("a"); o.b.add("b"); o.b.later(1, "wait", 60); const during = [...o.sends]; await sleep(150); return out(o, { during });`,
+		map[string]any{"during": []any{"a"}, "sends": []any{"a", "a"}, "left": []any{"a:sending", "b:queued"}}},
+	{"dropped socket, stored: not sent again", `const o = mk(); o.b.add("a"); o.b.setOpen(false); const mid = o.b.items[0].state; o.b.arrived({ seq: 7, text: "a" }); o.b.setOpen(true); return out(o, { mid });`,
+		map[string]any{"mid": "unsent", "sends": []any{"a"}, "removed": []any{"a"}, "left": []any{}}},
+	{"dropped socket, not stored: sent again", `const o = mk(); o.b.add("a"); o.b.setOpen(false); o.b.caughtUp(3); o.b.setOpen(true); return out(o);`,
+		map[string]any{"sends": []any{"a", "a"}, "left": []any{"a:sending"}}},
+	{"a copy from elsewhere does not settle what never went", `const o = mk(false); o.b.add("hi"); o.b.arrived({ seq: 4, text: "hi" }); o.b.setOpen(true); return out(o);`,
+		map[string]any{"sends": []any{"hi"}, "removed": []any{}, "left": []any{"hi:sending"}}},
+	{"refused: the next goes, retry later", `const o = mk(); o.b.add("a"); o.b.add("b"); o.b.refuse(1, "no"); const mid = out(o).left;
+		o.b.retry(o.b.items[0]); o.b.sent(2, 8, 7); return out(o, { mid });`,
+		map[string]any{"mid": []any{"a:failed", "b:sending"}, "sends": []any{"a", "b", "a"}, "left": []any{"a:sending", "b:sent"}}},
+	{"no sent: the history is checked first", `const o = mk(); o.b.add("a"); await sleep(100); const mid = out(o); o.b.setOpen(true); return out(o, { mid: mid.left, checks0: mid.checks });`,
+		map[string]any{"mid": []any{"a:unsent"}, "checks0": 1., "sends": []any{"a", "a"}}},
+	{"caught up past a confirmed one", `const o = mk(); o.b.add("a"); o.b.sent(1, 9, 3); const mid = out(o).left; o.b.caughtUp(9); return out(o, { mid });`,
+		map[string]any{"mid": []any{"a:sent"}, "removed": []any{"a"}, "left": []any{}}},
+	{"discard", `const o = mk(false); o.b.add("a"); o.b.add("b"); o.b.discard(o.b.items[0]); o.b.setOpen(true); return out(o);`,
+		map[string]any{"sends": []any{"b"}, "removed": []any{"a"}}},
+}
+
+// TestOutbox runs outbox.js in Chromium.
+func TestOutbox(t *testing.T) {
+	b := openPage(t)
+	for _, tc := range outboxCases {
+		t.Run(tc.name, func(t *testing.T) {
+			js := outboxHarness + `(async () => { const { sleep, mk, out } = await window.oh; ` + tc.js + ` })().then((v) => JSON.stringify(v))`
+			var got map[string]any
+			if err := json.Unmarshal([]byte(browsertest.Eval[string](b, js)), &got); err != nil {
+				t.Fatal(err)
+			}
+			for k, want := range tc.want {
+				if !reflect.DeepEqual(got[k], want) {
+					t.Errorf("%s = %v, want %v (all: %v)", k, got[k], want, got)
+				}
+			}
+		})
+	}
+}
+
 // TestTimeline runs order.js in Chromium.
 func TestTimeline(t *testing.T) {
 	b := openPage(t)

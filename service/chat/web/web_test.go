@@ -113,7 +113,7 @@ func TestModulesResolve(t *testing.T) {
 			queue = append(queue, m[1])
 		}
 	}
-	for _, want := range []string{"conn.js", "log.js", "order.js", "view.js"} {
+	for _, want := range []string{"conn.js", "log.js", "order.js", "outbox.js", "view.js"} {
 		if !seen[want] {
 			t.Errorf("app.js does not reach %s through its imports (reached %v)", want, seen)
 		}

@@ -6,6 +6,7 @@
 import { Connection, parseServers } from "./conn.js";
 import { Presence, Timeline } from "./order.js";
 import { MessageLog } from "./log.js";
+import { Outbox } from "./outbox.js";
 import { avatar, byteLength, directoryItem, friendly, memberItem, roomItem, ROOM_RE, USER_RE } from "./view.js";
 
 const root = document.documentElement;
@@ -97,6 +98,15 @@ class Room {
     this.scrollTop = -1; // where the reader left the room; -1: at the bottom
     this.loadingOlder = false;
     this.log = new MessageLog(name, () => loadOlder(this));
+    this.outbox = new Outbox({
+      send: (p) => request({ type: "say", room: name, text: p.text }, { kind: "say", room: name }),
+      changed: (p) => this.log.mark(p),
+      removed: (p) => this.log.removePending(p),
+      check: () => {
+        this.caughtUp = false;
+        fetchAfter(this);
+      },
+    });
     this.tl = new Timeline({
       append: (msgs) => appendMessages(this, msgs),
       prepend: (msgs) => prependMessages(this, msgs),
@@ -137,6 +147,7 @@ function openRoom(name) {
 function sendJoin(room) {
   room.joined = false;
   room.caughtUp = false;
+  room.outbox.setOpen(false, waitNote());
   if (!state.welcomed) return;
   request({ type: "join", room: room.name, ...room.tl.resume() }, { kind: "join", room: room.name });
 }
@@ -175,15 +186,8 @@ function olderDone(room) {
 // sent goes out now, after the history has shown what already arrived.
 function caughtUp(room) {
   room.caughtUp = true;
-  for (const p of [...room.log.pending]) {
-    if (p.state === "sent") {
-      // Stored, but its copy never showed: the history would have had it,
-      // unless the server changed the text; it is in the log either way.
-      if (p.seq && p.seq <= room.tl.last) dropPending(room, p);
-    } else if (p.state === "queued" || p.state === "unsent") {
-      sendPending(room, p);
-    }
-  }
+  room.outbox.caughtUp(room.tl.last);
+  room.outbox.setOpen(state.welcomed && room.joined, waitNote());
   olderDone(room);
 }
 
@@ -207,7 +211,8 @@ function toBottom() {
 function appendMessages(room, msgs) {
   const onScreen = room.name === state.current;
   const stick = onScreen && atBottom();
-  const { own, others } = room.log.append(msgs, state.me, (p) => p.id && state.reqs.delete(p.id));
+  const { own, others } = room.log.append(msgs, state.me);
+  for (const m of msgs) if (m.user === state.me) room.outbox.arrived(m);
   room.log.top(room.tl.hasOlder, room.loadingOlder);
   if (room.everJoined && others > 0 && (!onScreen || document.hidden)) {
     room.unread += others;
@@ -229,30 +234,19 @@ function prependMessages(room, msgs) {
 
 // ---- own messages
 
+// waitNote says why an own message waits.
+function waitNote() {
+  return state.welcomed ? "Waiting to send…" : "Waiting for the connection…";
+}
+
 function sendText(room, text) {
-  const p = room.log.addPending(
-    text,
-    (p) => sendPending(room, p),
-    (p) => dropPending(room, p),
+  const p = room.outbox.add(text, waitNote());
+  room.log.addPending(
+    p,
+    (p) => room.outbox.retry(p),
+    (p) => room.outbox.discard(p),
   );
-  sendPending(room, p);
   toBottom();
-}
-
-function sendPending(room, p) {
-  const id = state.welcomed && room.joined && room.caughtUp ? request({ type: "say", room: room.name, text: p.text }, { kind: "say", room: room.name, p }) : 0;
-  if (!id) {
-    room.log.mark(p, "queued", "Waiting for the connection…");
-    return;
-  }
-  p.id = id;
-  p.sentOnce = true;
-  room.log.mark(p, "sending", "Sending…");
-}
-
-function dropPending(room, p) {
-  room.log.drop(p);
-  if (p.id) state.reqs.delete(p.id);
 }
 
 // ---- socket events
@@ -273,9 +267,7 @@ function onClose() {
     room.members.reset();
     room.joined = false;
     room.caughtUp = false;
-    for (const p of room.log.pending) {
-      if (p.state === "sending") room.log.mark(p, "unsent", "Waiting for the connection…");
-    }
+    room.outbox.setOpen(false, waitNote());
     if (room.loadingOlder) olderDone(room);
   }
   renderMembers();
@@ -389,14 +381,10 @@ function onJoined(f) {
 
 function onSent(f, req) {
   const room = state.rooms.get(f.room || (req && req.room));
-  if (!room || !req || !req.p) return;
-  const p = req.p;
-  p.seq = f.seq || 0;
-  if (p.seq && p.seq <= room.tl.last) dropPending(room, p);
-  else {
-    room.log.mark(p, "sent", "Sent");
-    room.tl.known(p.seq);
-  }
+  if (room) room.outbox.sent(f.id, f.seq, room.tl.last);
+  // A message of ours that the copy has not shown yet: if the copy does not
+  // come, fetch it.
+  if (room && f.seq > room.tl.last) room.tl.known(f.seq);
 }
 
 function onHistory(f, req) {
@@ -449,7 +437,7 @@ function onError(f, req) {
     return;
   }
   const room = state.rooms.get(f.room || (req && req.room));
-  if (kind === "say" && room && req.p) return sayFailed(room, req.p, f);
+  if (kind === "say" && room) return sayFailed(room, f);
   if (kind === "join" && room) {
     if (RETRY_LATER[f.code]) {
       setTimeout(() => state.rooms.get(room.name) === room && !room.joined && sendJoin(room), RETRY_LATER[f.code]);
@@ -473,22 +461,15 @@ function onError(f, req) {
   if (f.code === "not_member" && room) sendJoin(room);
 }
 
-function sayFailed(room, p, f) {
-  p.id = 0;
+function sayFailed(room, f) {
   if (RETRY_LATER[f.code]) {
-    room.log.mark(p, "queued", friendly(f.code));
-    p.sentOnce = false;
-    setTimeout(() => room.log.pending.includes(p) && p.state === "queued" && sendPending(room, p), RETRY_LATER[f.code]);
-    return;
-  }
-  if (f.code === "not_member") {
-    p.sentOnce = false;
-    room.log.mark(p, "queued", "Rejoining the room…");
+    room.outbox.later(f.id, friendly(f.code), RETRY_LATER[f.code]);
+  } else if (f.code === "not_member") {
+    room.outbox.later(f.id, "Rejoining the room…", 0);
     sendJoin(room);
-    return;
+  } else {
+    room.outbox.refuse(f.id, "Not sent. " + friendly(f.code, "say", f.message));
   }
-  p.sentOnce = false;
-  room.log.mark(p, "failed", "Not sent. " + friendly(f.code, "say", f.message), true);
 }
 
 function requestRooms() {

@@ -1,13 +1,13 @@
 // MessageLog is the DOM of one room's messages: the list in seq order with
 // day separators and author groups, a "load older" button above it, and the
-// reader's own messages still on their way below it.
+// reader's own messages still on their way (outbox.js) below it.
 
 import { h, messageItem, pendingItem, daySeparator, dayKey, follows } from "./view.js";
 
 export class MessageLog {
   /** @param {string} room  @param {() => void} onOlder  asks for older messages */
   constructor(room, onOlder) {
-    this.pending = []; // own messages on their way, in order: {text, id, seq, state, sentOnce, el}
+    this.pending = new Map(); // Outbox item -> its element, in the order written
     this.last = null; // the newest message shown, for grouping
     this.first = null; // the oldest
     this.older = h("button", { type: "button", class: "older btn ghost small", hidden: true, onclick: onOlder }, "Load older messages");
@@ -18,11 +18,10 @@ export class MessageLog {
   }
 
   /**
-   * append shows messages after the newest, above the pending ones. An own
-   * message settles the pending copy it answers, which goes to settled.
+   * append shows messages after the newest, above the pending ones.
    * Returns how many were the reader's own and how many others'.
    */
-  append(msgs, me, settled) {
+  append(msgs, me) {
     let own = 0;
     const frag = document.createDocumentFragment();
     for (const m of msgs) {
@@ -31,13 +30,10 @@ export class MessageLog {
       frag.append(messageItem(m, m.user === me, follows(this.last && this.last.m, m)));
       this.last = { m, day };
       if (!this.first) this.first = { m, day };
-      if (m.user === me) {
-        own++;
-        const p = this.settle(m);
-        if (p) settled(p);
-      }
+      if (m.user === me) own++;
     }
-    this.list.insertBefore(frag, this.pending.length ? this.pending[0].el : null);
+    const below = this.pending.values().next().value;
+    this.list.insertBefore(frag, below || null);
     return { own, others: msgs.length - own };
   }
 
@@ -77,43 +73,33 @@ export class MessageLog {
     this.start.hidden = hasOlder || !this.first;
   }
 
-  /** addPending shows an own message on its way. */
-  addPending(text, onRetry, onDiscard) {
-    const p = { text, id: 0, seq: 0, state: "queued", sentOnce: false, el: null };
-    p.el = pendingItem(
-      text,
+  /** addPending shows an own message on its way (an Outbox item). */
+  addPending(p, onRetry, onDiscard) {
+    const el = pendingItem(
+      p.text,
       () => onRetry(p),
       () => onDiscard(p),
     );
-    this.pending.push(p);
-    this.list.append(p.el);
-    return p;
+    this.pending.set(p, el);
+    this.list.append(el);
+    this.mark(p);
   }
 
-  /** mark sets a pending message's state and what it says about it. */
-  mark(p, state, text, failed) {
-    p.state = state;
-    p.el.querySelector(".state-text").textContent = text;
-    p.el.classList.toggle("failed", !!failed);
-    p.el.querySelector(".retry").hidden = !failed;
-    p.el.querySelector(".discard").hidden = !failed;
+  /** mark shows a pending message's state and note. */
+  mark(p) {
+    const el = this.pending.get(p);
+    if (!el) return;
+    const failed = p.state === "failed";
+    el.querySelector(".state-text").textContent = p.note;
+    el.classList.toggle("failed", failed);
+    el.querySelector(".retry").hidden = !failed;
+    el.querySelector(".discard").hidden = !failed;
   }
 
-  /** drop removes a pending message. */
-  drop(p) {
-    const i = this.pending.indexOf(p);
-    if (i >= 0) this.pending.splice(i, 1);
-    p.el.remove();
-  }
-
-  // settle finds and drops the pending copy of own message m. The seq from
-  // the server's "sent" matches it exactly; without one (the socket dropped
-  // before "sent" came), a pending message of the same text that went out
-  // is the one, so that a message is not sent a second time.
-  settle(m) {
-    let p = this.pending.find((q) => q.seq === m.seq);
-    if (!p) p = this.pending.find((q) => q.sentOnce && !q.seq && q.text === m.text);
-    if (p) this.drop(p);
-    return p || null;
+  /** removePending takes a pending message off the page. */
+  removePending(p) {
+    const el = this.pending.get(p);
+    if (el) el.remove();
+    this.pending.delete(p);
   }
 }

@@ -114,7 +114,7 @@ export function pendingItem(text, onRetry, onDiscard) {
       h(
         "div",
         { class: "pending-state" },
-        h("span", { class: "state-text", role: "status" }, "Sending…"),
+        h("span", { class: "state-text", role: "status" }),
         h("button", { type: "button", class: "link retry", hidden: true, onclick: onRetry }, "Retry"),
         h("button", { type: "button", class: "link discard", hidden: true, onclick: onDiscard }, "Discard"),
       ),
