@@ -24,9 +24,9 @@ func openPage(t *testing.T) *browsertest.Browser {
 	return b
 }
 
-// harness is evaluated in the page before each case: mk() makes a Timeline
+// timelineHarness is evaluated in the page before each case: mk() makes a Timeline
 // that records what it shows, m() makes a message.
-const harness = `
+const timelineHarness = `
 window.th = window.th || (async () => {
 	const { Timeline } = await import("/order.js");
 	const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -48,11 +48,7 @@ window.th = window.th || (async () => {
 `
 
 // timelineCases drive order.js through the protocol's ordering rules.
-var timelineCases = []struct {
-	name string
-	js   string // the body of an async function of (sleep, m, mk, out)
-	want map[string]any
-}{
+var timelineCases = []jsCase{
 	{"in order", `const o = mk(); o.t.joined("E", [m(1, 0), m(2, 1)], false); o.t.live(m(3, 2)); o.t.live(m(4, 3)); return out(o);`,
 		map[string]any{"shown": []any{1., 2., 3., 4.}, "fetches": []any{}}},
 	{"duplicates dropped", `const o = mk(); o.t.joined("E", [m(1, 0), m(2, 1)], false); o.t.live(m(2, 1)); o.t.live(m(3, 2)); o.t.live(m(3, 2)); o.t.live(m(1, 0)); return out(o);`,
@@ -145,13 +141,35 @@ window.oh = window.oh || (async () => {
 })();
 `
 
+// jsCase is a script run in the page and what its result must hold.
+type jsCase struct {
+	name string
+	js   string // the body of an async function; its harness's names are in scope
+	want map[string]any
+}
+
+// runJSCases runs each case after its harness, which leaves a promise of
+// its helpers in the global named by global; use names those helpers.
+func runJSCases(t *testing.T, b *browsertest.Browser, harness, global, use string, cases []jsCase) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			js := harness + `(async () => { const { ` + use + ` } = await window.` + global + `; ` + tc.js + ` })().then((v) => JSON.stringify(v))`
+			var got map[string]any
+			if err := json.Unmarshal([]byte(browsertest.Eval[string](b, js)), &got); err != nil {
+				t.Fatal(err)
+			}
+			for k, want := range tc.want {
+				if !reflect.DeepEqual(got[k], want) {
+					t.Errorf("%s = %v, want %v (all: %v)", k, got[k], want, got)
+				}
+			}
+		})
+	}
+}
+
 // outboxCases drive outbox.js: own messages go in order, one at a time,
 // each once.
-var outboxCases = []struct {
-	name string
-	js   string // the body of an async function of (sleep, mk, out)
-	want map[string]any
-}{
+var outboxCases = []jsCase{
 	{"one at a time, in order", `const o = mk(); o.b.add("a"); o.b.add("b"); o.b.add("c"); const first = [...o.sends];
 		o.b.sent(1, 5, 4); o.b.arrived({ seq: 5, text: "a" }); o.b.sent(2, 6, 5); o.b.arrived({ seq: 6, text: "b" }); return out(o, { first });`,
 		map[string]any{"first": []any{"a"}, "sends": []any{"a", "b", "c"}, "removed": []any{"a", "b"}, "left": []any{"c:sending"}}},
@@ -178,40 +196,13 @@ var outboxCases = []struct {
 
 // TestOutbox runs outbox.js in Chromium.
 func TestOutbox(t *testing.T) {
-	b := openPage(t)
-	for _, tc := range outboxCases {
-		t.Run(tc.name, func(t *testing.T) {
-			js := outboxHarness + `(async () => { const { sleep, mk, out } = await window.oh; ` + tc.js + ` })().then((v) => JSON.stringify(v))`
-			var got map[string]any
-			if err := json.Unmarshal([]byte(browsertest.Eval[string](b, js)), &got); err != nil {
-				t.Fatal(err)
-			}
-			for k, want := range tc.want {
-				if !reflect.DeepEqual(got[k], want) {
-					t.Errorf("%s = %v, want %v (all: %v)", k, got[k], want, got)
-				}
-			}
-		})
-	}
+	runJSCases(t, openPage(t), outboxHarness, "oh", "sleep, mk, out", outboxCases)
 }
 
 // TestTimeline runs order.js in Chromium.
 func TestTimeline(t *testing.T) {
 	b := openPage(t)
-	for _, tc := range timelineCases {
-		t.Run(tc.name, func(t *testing.T) {
-			js := harness + `(async () => { const { sleep, m, mk, out } = await window.th; ` + tc.js + ` })().then((v) => JSON.stringify(v))`
-			var got map[string]any
-			if err := json.Unmarshal([]byte(browsertest.Eval[string](b, js)), &got); err != nil {
-				t.Fatal(err)
-			}
-			for k, want := range tc.want {
-				if !reflect.DeepEqual(got[k], want) {
-					t.Errorf("%s = %v, want %v (all: %v)", k, got[k], want, got)
-				}
-			}
-		})
-	}
+	runJSCases(t, b, timelineHarness, "th", "sleep, m, mk, out", timelineCases)
 	if errs := b.Errors(); len(errs) > 0 {
 		t.Errorf("page errors: %v", errs)
 	}
