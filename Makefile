@@ -28,9 +28,13 @@ chromium:
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	}
 
-# The bench peers are a module of their own, which ./... from here skips.
+# The bench peers are a module of their own, which ./... from here skips;
+# Centrifugo is required by a module of its own below it. Building it here
+# fills the go build cache for the bench tests that run it (the first build
+# on a machine takes a few minutes).
 peers:
 	cd bench/peers && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd bench/peers/centrifugo && $(GO) vet ./... && $(GO) build -o /dev/null github.com/centrifugal/centrifugo/v6
 
 # Autobahn|Testsuite against `shoal serve`; the HTML report lands in
 # autobahn-report/index.html.
