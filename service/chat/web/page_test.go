@@ -78,10 +78,15 @@ var timelineCases = []jsCase{
 		map[string]any{"shown": []any{1., 2.}, "fetches": []any{}}},
 	{"no fetch while suspended", `const o = mk(); o.t.joined("E", [m(1, 0)], false); o.t.live(m(3, 2)); o.t.suspend(); await sleep(100); return out(o);`,
 		map[string]any{"shown": []any{1.}, "fetches": []any{}}},
-	{"older pages", `const o = mk(); o.t.joined("E", [m(5, 4), m(6, 5)], false); const a = o.t.hasOlder;
-		o.t.before("E", [m(3, 2), m(4, 3)]); const b = o.t.hasOlder; o.t.before("E", [m(1, 0), m(2, 1)]); const c = o.t.hasOlder;
+	{"older pages", `const o = mk(); o.t.joined("E", [m(5, 4), m(6, 5)], true); const a = o.t.hasOlder;
+		o.t.before("E", [m(3, 2), m(4, 3)], true); const b = o.t.hasOlder; o.t.before("E", [m(1, 0), m(2, 1)], false); const c = o.t.hasOlder;
 		return out(o, { a, b, c, first: o.t.first });`,
 		map[string]any{"shown": []any{5., 6.}, "older": []any{3., 4., 1., 2.}, "a": true, "b": true, "c": false, "first": 1.}},
+	{"older trimmed: the server's word wins", `const o = mk(); o.t.joined("E", [m(5, 4)], false); return out(o, { older: o.t.hasOlder });`,
+		map[string]any{"older": false}},
+	{"more of a resumed join is newer", `const o = mk(); o.t.joined("E", [m(1, 0)], true); const fresh = o.t.hasOlder; o.t.suspend();
+		const more = o.t.joined("E", [m(2, 1)], true); return out(o, { fresh, more, older: o.t.hasOlder });`,
+		map[string]any{"fresh": true, "more": true, "older": true, "shown": []any{1., 2.}}},
 	{"older of another epoch ignored", `const o = mk(); o.t.joined("E", [m(5, 4)], false); o.t.before("F", [m(3, 2)]); return out(o);`,
 		map[string]any{"older": []any{}}},
 	{"malformed ignored", `const o = mk(); o.t.joined("E", [m(1, 0), { seq: "x" }, null, { seq: -1 }], false); o.t.live({ prev: 1 }); o.t.live({ seq: 0, prev: 1 }); o.t.live(null); return out(o);`,
@@ -190,6 +195,12 @@ var outboxCases = []jsCase{
 		map[string]any{"mid": []any{"a:unsent"}, "checks0": 1., "sends": []any{"a", "a"}}},
 	{"caught up past a confirmed one", `const o = mk(); o.b.add("a"); o.b.sent(1, 9, 3); const mid = out(o).left; o.b.caughtUp(9); return out(o, { mid });`,
 		map[string]any{"mid": []any{"a:sent"}, "removed": []any{"a"}, "left": []any{}}},
+	{"unavailable, stored: not sent again", `const o = mk(); o.b.add("a"); o.b.unknown(1, "busy", 0); const mid = out(o); o.b.arrived({ seq: 3, text: "a" }); o.b.setOpen(true);
+		return out(o, { mid: mid.left, checks0: mid.checks });`,
+		map[string]any{"mid": []any{"a:unsent"}, "checks0": 1., "sends": []any{"a"}, "left": []any{}}},
+	{"unavailable, not stored: sent again after the check", `const o = mk(true, 10000); o.b.add("a"); o.b.unknown(1, "busy", 40); o.b.caughtUp(2); o.b.setOpen(true);
+		const during = [...o.sends]; await sleep(120); return out(o, { during });`,
+		map[string]any{"during": []any{"a"}, "sends": []any{"a", "a"}, "left": []any{"a:sending"}}},
 	{"discard", `const o = mk(false); o.b.add("a"); o.b.add("b"); o.b.discard(o.b.items[0]); o.b.setOpen(true); return out(o);`,
 		map[string]any{"sends": []any{"b"}, "removed": []any{"a"}}},
 }

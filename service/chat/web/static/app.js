@@ -166,7 +166,8 @@ function leaveRoom(name) {
 
 function fetchAfter(room, after) {
   if (!state.welcomed || !room.joined) return;
-  request({ type: "history", room: room.name, after: after ?? room.tl.last, limit: 1000 }, { kind: "after", room: room.name });
+  const epoch = room.tl.epoch ? { epoch: room.tl.epoch } : {};
+  request({ type: "history", room: room.name, after: after ?? room.tl.last, limit: 1000, ...epoch }, { kind: "after", room: room.name });
 }
 
 function loadOlder(room) {
@@ -367,7 +368,7 @@ function onJoined(f) {
   }
   if (Array.isArray(f.members)) room.members.snapshot(f.members, f.rev);
   room.joined = true;
-  const more = room.tl.joined(f.epoch, f.history, f.more && room.tl.last > 0);
+  const more = room.tl.joined(f.epoch, f.history, f.more);
   room.everJoined = true;
   if (more) fetchAfter(room);
   else caughtUp(room);
@@ -397,7 +398,7 @@ function onHistory(f, req) {
     kind = msgs.length && msgs[0].seq < room.tl.first ? "before" : "after";
   }
   if (kind === "before") {
-    room.tl.before(f.epoch, f.messages);
+    room.tl.before(f.epoch, f.messages, f.more);
     olderDone(room);
     return;
   }
@@ -462,7 +463,10 @@ function onError(f, req) {
 }
 
 function sayFailed(room, f) {
-  if (RETRY_LATER[f.code]) {
+  if (f.code === "unavailable") {
+    // It may have been stored anyway: the history tells.
+    room.outbox.unknown(f.id, friendly(f.code), RETRY_LATER[f.code]);
+  } else if (RETRY_LATER[f.code]) {
     room.outbox.later(f.id, friendly(f.code), RETRY_LATER[f.code]);
   } else if (f.code === "not_member") {
     room.outbox.later(f.id, "Rejoining the room…", 0);

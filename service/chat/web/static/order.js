@@ -32,7 +32,8 @@ export class Timeline {
     this.epoch = null; // the epoch the seqs below belong to
     this.last = 0; // seq of the newest message shown
     this.first = 0; // seq of the oldest message shown
-    this.firstPrev = 0; // its prev: an older message exists while > 0
+    this.firstPrev = 0; // its prev: an older message existed while > 0
+    this.older = null; // whether older ones exist, as the server last said (null: not said)
     this.ready = false; // a joined has been applied since the last (re)join
     this.waiting = new Map(); // seq -> live message ahead of a gap, or before joined
     this.expected = 0; // the highest seq known to exist, shown or not
@@ -42,7 +43,8 @@ export class Timeline {
 
   /** True when older messages than the first shown exist. */
   get hasOlder() {
-    return this.firstPrev > 0;
+    // The server's word wins: a prev may name a message trimmed since.
+    return this.older !== null ? this.older : this.firstPrev > 0;
   }
 
   /** The fields of a join that resumes where this timeline stands. */
@@ -59,16 +61,20 @@ export class Timeline {
   }
 
   /**
-   * A joined arrived. Returns true when there may be more messages after the
-   * history (the caller fetches them with after=last).
+   * A joined arrived. Returns true when more messages follow its history
+   * (the caller fetches them with after=last). A joined that resumes (same
+   * epoch, after the last shown) has more for newer messages; any other
+   * has more for older ones.
    */
   joined(epoch, history, more) {
+    const resumed = this.epoch !== null && epoch === this.epoch && this.last > 0;
     if (this.epoch !== null && epoch !== this.epoch) this.forget();
     this.epoch = epoch;
     this.ready = true;
+    if (!resumed) this.older = !!more;
     this.take(history || []);
     this.settle(false);
-    return !!more;
+    return resumed && !!more;
   }
 
   /**
@@ -124,13 +130,15 @@ export class Timeline {
     return !!more;
   }
 
-  /** A history answer to a before= fetch: older messages. */
-  before(epoch, messages) {
+  /** A history answer to a before= fetch: older messages; more: older still exist. */
+  before(epoch, messages, more) {
     if (this.epoch !== null && epoch && epoch !== this.epoch) return;
+    if (more !== undefined) this.older = !!more;
     const older = (messages || []).filter((m) => valid(m) && (this.first === 0 || m.seq < this.first));
     older.sort((a, b) => a.seq - b.seq);
     if (older.length === 0) {
       this.firstPrev = 0; // nothing older is left
+      this.older = false;
       return;
     }
     if (this.first === 0) {
@@ -205,6 +213,7 @@ export class Timeline {
     this.last = 0;
     this.first = 0;
     this.firstPrev = 0;
+    this.older = null;
     this.fetchedAt = 0;
     this.ready = false;
     this.hooks.reset();

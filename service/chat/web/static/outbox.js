@@ -94,6 +94,21 @@ export class Outbox {
     this.pump();
   }
 
+  /**
+   * unknown says request id failed in a way that may have stored it
+   * (unavailable, or no answer): the history is checked before it goes
+   * again, no sooner than wait ms from now.
+   */
+  unknown(id, note, wait) {
+    const p = this.byID(id);
+    if (!p) return;
+    p.id = 0;
+    this.set(p, "unsent", note);
+    if (wait > 0) this.holdUntil = Math.max(this.holdUntil, Date.now() + wait);
+    this.open = false; // until the owner has caught up and opens again
+    this.hooks.check();
+  }
+
   /** refuse marks request id as failed, for the user to retry or discard. */
   refuse(id, note) {
     const p = this.byID(id);
@@ -140,13 +155,7 @@ export class Outbox {
     next.sentOnce = true;
     this.set(next, "sending", "Sending…");
     setTimeout(() => {
-      if (next.id !== id || next.state !== "sending") return;
-      // No answer: whether it was stored shows in the history, which is
-      // shown before it goes again.
-      next.id = 0;
-      this.set(next, "unsent", "Checking…");
-      this.open = false; // until the owner has caught up and opens again
-      this.hooks.check();
+      if (next.id === id && next.state === "sending") this.unknown(id, "Checking…", 0);
     }, this.sentWithin);
   }
 
