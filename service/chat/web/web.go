@@ -4,7 +4,7 @@
 //
 // The files need no build step and load nothing from elsewhere (no fonts,
 // no CDN): the page works on a network with no way out. It speaks the chat
-// protocol of service/chat over ws(s)://<host>/ws/chat.
+// protocol (service/chat/PROTOCOL.md) over ws(s)://<host>/ws/chat.
 package web
 
 import (
