@@ -329,8 +329,19 @@ func (r *chatRun) unsettled() int {
 
 // allDelivered reports whether every say of this process was answered
 // and every member is in its room with every message said there shown:
-// the end of the drain of a run in one process.
+// the end of the drain of a run in one process. Once talk is over and no
+// say awaits its answer, the seqs said are all known; only then are the
+// members held to them.
 func (r *chatRun) allDelivered() bool {
+	for i := range r.users {
+		u := &r.users[i]
+		u.mu.Lock()
+		waiting := len(u.pending) > 0 && !u.gone
+		u.mu.Unlock()
+		if waiting {
+			return false
+		}
+	}
 	r.sentMu.Lock()
 	last := make([]uint64, len(r.sent))
 	for room, seqs := range r.sent {
@@ -342,16 +353,16 @@ func (r *chatRun) allDelivered() bool {
 	for i := range r.users {
 		u := &r.users[i]
 		u.mu.Lock()
-		ok := len(u.pending) == 0
+		behind := false
 		for j := range u.members {
 			m := &u.members[j]
-			if ok && m.started && (m.state != memberIn || m.chain.Waiting() > 0 || m.chain.Last < last[m.room]) {
-				ok = false
+			if !u.gone && m.started && (m.state != memberIn || m.chain.Waiting() > 0 || m.chain.Last < last[m.room]) {
+				behind = true
+				break
 			}
 		}
-		gone := u.gone
 		u.mu.Unlock()
-		if !ok && !gone {
+		if behind {
 			return false
 		}
 	}

@@ -373,3 +373,44 @@ func TestChatAgainstShoal(t *testing.T) {
 		}
 	})
 }
+
+// The drain of a run in one process ends once every say is answered and
+// every member showed the last message said in each of its rooms; a
+// user given up on holds nothing back.
+func TestChatAllDelivered(t *testing.T) {
+	s := &chatScenario{rooms: 1, prefix: "x-"}
+	r := newChatRun(s, &Env{Opts: &Options{Conns: 2}}, planChatRooms(2, 1, 1, 0, 1))
+	a, b := &r.users[0], &r.users[1]
+	for _, u := range r.users {
+		if len(u.members) != 1 {
+			t.Fatalf("user %s in %d rooms", u.name, len(u.members))
+		}
+	}
+	for _, u := range []*chatUser{a, b} {
+		u.members[0].started, u.members[0].state = true, memberIn
+		u.members[0].chain.begin(0, nil, 1)
+	}
+	a.pending[0] = chatPending{room: 0}
+	if r.allDelivered() {
+		t.Fatal("a say awaits its sent")
+	}
+	// Its sent came: seq 10, which b has shown and a not yet.
+	delete(a.pending, 0)
+	r.sent[0] = append(r.sent[0], 10)
+	b.members[0].chain.arrive(live(10, 0, 1), func(chatArrival, int64) {})
+	if r.allDelivered() {
+		t.Fatal("a has not shown 10")
+	}
+	a.members[0].chain.arrive(live(10, 0, 1), func(chatArrival, int64) {})
+	if !r.allDelivered() {
+		t.Fatal("all shown, yet not delivered")
+	}
+	b.members[0].state = memberIdle
+	if r.allDelivered() {
+		t.Fatal("b is away")
+	}
+	b.gone = true
+	if !r.allDelivered() {
+		t.Fatal("b was given up on")
+	}
+}
