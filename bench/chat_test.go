@@ -381,9 +381,9 @@ func TestChatAllDelivered(t *testing.T) {
 	s := &chatScenario{rooms: 1, prefix: "x-"}
 	r := newChatRun(s, &Env{Opts: &Options{Conns: 2}}, planChatRooms(2, 1, 1, 0, 1))
 	a, b := &r.users[0], &r.users[1]
-	for _, u := range r.users {
-		if len(u.members) != 1 {
-			t.Fatalf("user %s in %d rooms", u.name, len(u.members))
+	for i := range r.users {
+		if n := len(r.users[i].members); n != 1 {
+			t.Fatalf("user %d in %d rooms", i, n)
 		}
 	}
 	for _, u := range []*chatUser{a, b} {
