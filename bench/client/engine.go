@@ -70,6 +70,8 @@ type Engine struct {
 	wheel   *netpoll.Wheel
 	raddr   unix.Sockaddr
 	family  int
+	host    string // the URL's host[:port], the request's Host
+	path    string // the URL's request target, path and query
 	reqHead []byte // request up to and excluding the Sec-WebSocket-Key value
 	wireCfg wire.Config
 	src     atomic.Uint64
@@ -111,9 +113,8 @@ func New(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("%w: source %s and target %s differ in family", ErrBadSource, s, ap.Addr())
 		}
 	}
-	path := u.RequestURI()
-	e.reqHead = []byte("GET " + path + " HTTP/1.1\r\nHost: " + u.Host +
-		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ")
+	e.host, e.path = u.Host, u.RequestURI()
+	e.reqHead = requestHead(e.host, e.path)
 	e.poller, err = netpoll.NewPoller(cfg.Logger)
 	if err != nil {
 		return nil, err
@@ -161,6 +162,11 @@ func (e *Engine) Open() int { return int(e.open.Load()) }
 // number for the connection (Conn.Index). A failure before the connect is
 // in flight is returned, as a *FailError, and h is not called.
 func (e *Engine) Dial(h Handler, idx int) (*Conn, error) {
+	return e.dial(h, idx, e.reqHead)
+}
+
+// dial is Dial with the request head to send.
+func (e *Engine) dial(h Handler, idx int, head []byte) (*Conn, error) {
 	if e.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -186,7 +192,7 @@ func (e *Engine) Dial(h Handler, idx int) (*Conn, error) {
 			return nil, classify(err)
 		}
 	}
-	c := &Conn{e: e, h: h, fd: fd, idx: idx, start: time.Now().UnixNano()}
+	c := &Conn{e: e, h: h, fd: fd, idx: idx, head: head, start: time.Now().UnixNano()}
 	if err := unix.Connect(fd, e.raddr); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		unix.Close(fd)
 		return nil, classify(err)
@@ -215,6 +221,13 @@ func (e *Engine) Close() error {
 		e.pool.Close()
 	})
 	return nil
+}
+
+// requestHead is the handshake request for target (path and query) on
+// host, up to and excluding the Sec-WebSocket-Key value.
+func requestHead(host, target string) []byte {
+	return []byte("GET " + target + " HTTP/1.1\r\nHost: " + host +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ")
 }
 
 // newKey returns a fresh Sec-WebSocket-Key.
