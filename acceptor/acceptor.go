@@ -1,12 +1,14 @@
 package acceptor
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,6 +22,7 @@ const (
 	DefaultMaxHeaderBytes   = 8 << 10
 	DefaultMaxConnsPerIP    = 4096
 	DefaultMaxHTTPConns     = 1024
+	DefaultMaxTLSHandshakes = 1024
 )
 
 // acceptBatch bounds the connections taken per readiness event, so that a
@@ -54,6 +57,15 @@ type Config struct {
 	// MaxHTTPConns bounds concurrent plain HTTP connections (default 1024).
 	MaxHTTPConns int
 
+	// TLS, when set, makes the port speak TLS only: every connection,
+	// WebSocket or plain HTTP, starts with a TLS handshake. Upgraded
+	// connections carry their TLS layer in Upgraded.TLS.
+	TLS *tls.Config
+	// MaxTLSHandshakes bounds the TLS handshakes in flight, each of which
+	// holds a goroutine until it ends (default 1024); past it, new
+	// connections are closed.
+	MaxTLSHandshakes int
+
 	// Services reports whether /ws/<name> names a service; others get 404.
 	Services func(name string) bool
 	// AllowedOrigins lists the browser origins ("https://chat.example.com")
@@ -67,7 +79,8 @@ type Config struct {
 	// HTTP serves every request that is not for /ws/; nil answers 404.
 	HTTP http.Handler
 
-	// Upgraded receives each upgraded connection, on a pool goroutine. It
+	// Upgraded receives each upgraded connection, on a pool goroutine (or,
+	// on a TLS port, the goroutine that ran the handshake). It
 	// takes ownership of the fd and of its per-address slot, which it gives
 	// back with [Acceptor.Release] when the connection ends. The Upgraded
 	// value and its Rest slice are valid only until the call returns.
@@ -92,7 +105,13 @@ type Upgraded struct {
 	Protocol string
 	// Rest holds bytes the client sent after the request head (frames it
 	// did not wait to send); they come before anything still in the socket.
+	// On a TLS port they are decrypted, and more may wait inside TLS: the
+	// new owner reads TLS until ErrWantRead before waiting for readiness.
 	Rest []byte
+	// TLS is the connection's TLS layer on a TLS port, nil otherwise. The
+	// socket carries ciphertext: the owner reads through TLS.Feed and
+	// TLS.Read and writes what TLS.Seal returns.
+	TLS *TLSConn
 }
 
 // Request is what Config.Authenticate sees of a WebSocket handshake.
@@ -115,6 +134,9 @@ type Acceptor struct {
 	http   *httpHandoff
 	bufs   sync.Pool // *[]byte of MaxHeaderBytes
 	pauses *time.Timer
+
+	tlsActive atomic.Int64   // TLS handshakes in flight
+	tlsWG     sync.WaitGroup // their goroutines
 
 	mu        sync.Mutex
 	pending   map[*pending]struct{}
@@ -146,6 +168,9 @@ func New(ln *Listener, cfg Config) (*Acceptor, error) {
 	}
 	if cfg.MaxHTTPConns <= 0 {
 		cfg.MaxHTTPConns = DefaultMaxHTTPConns
+	}
+	if cfg.MaxTLSHandshakes <= 0 {
+		cfg.MaxTLSHandshakes = DefaultMaxTLSHandshakes
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -220,8 +245,9 @@ func (a *Acceptor) StopAccepting() {
 	a.http.shutdown()
 }
 
-// Close stops accepting, aborts every handshake under way and closes the
-// plain HTTP connections. Safe to call twice.
+// Close stops accepting, aborts every handshake under way (waiting for the
+// TLS handshakes to give up) and closes the plain HTTP connections. Safe
+// to call twice.
 func (a *Acceptor) Close() {
 	a.StopAccepting()
 	a.mu.Lock()
@@ -237,12 +263,10 @@ func (a *Acceptor) Close() {
 	a.mu.Unlock()
 	for _, p := range list {
 		p.mu.Lock()
-		if !p.done {
-			p.finish()
-			a.closeFd(p.fd, p.remote)
-		}
+		p.abortLocked()
 		p.mu.Unlock()
 	}
+	a.tlsWG.Wait()
 	a.http.close()
 }
 

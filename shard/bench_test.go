@@ -16,6 +16,8 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
 
+	"github.com/shoal-gw/shoal/acceptor"
+	"github.com/shoal-gw/shoal/acceptor/tlstest"
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/wire"
 )
@@ -392,6 +394,27 @@ func BenchmarkFanout10k(b *testing.B) {
 func BenchmarkIdleConns10k(b *testing.B) {
 	count := benchConns(b)
 	h := startShard(b, func(c *Config) { c.MaxConnsPerIP = 20000 })
+	benchIdle(b, h, count, func() *benchChild { return startChild(b, h.addr, count) })
+}
+
+// BenchmarkIdleTLSConns10k is BenchmarkIdleConns10k over TLS (wss://):
+// each connection also holds its crypto/tls state, but still no goroutine.
+func BenchmarkIdleTLSConns10k(b *testing.B) {
+	count := benchConns(b)
+	ca := tlstest.NewCA(b, "bench CA")
+	dir := b.TempDir()
+	leaf := ca.Issue(b, dir, "server", "127.0.0.1")
+	keys, err := acceptor.LoadKeyPair(leaf.CertFile, leaf.KeyFile)
+	must(b, err)
+	h := startShard(b, func(c *Config) {
+		c.MaxConnsPerIP = 20000
+		c.TLS = acceptor.ServerTLSConfig(keys)
+	})
+	caFile := ca.WriteCA(b, dir)
+	benchIdle(b, h, count, func() *benchChild { return startChild(b, h.addr+",tls="+caFile, count) })
+}
+
+func benchIdle(b *testing.B, h *harness, count int, start func() *benchChild) {
 	opens := make(chan string, count)
 	h.drainEvents(b, opens)
 
@@ -406,7 +429,7 @@ func BenchmarkIdleConns10k(b *testing.B) {
 	before := gc()
 	goroutines := runtime.NumGoroutine()
 
-	ch := startChild(b, h.addr, count)
+	ch := start()
 	ch.waitReady(h, count)
 	deadline := time.After(benchWait)
 	for range count {

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"errors"
+	"io"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
+	"github.com/shoal-gw/shoal/acceptor"
 	"github.com/shoal-gw/shoal/netpoll"
 	"github.com/shoal-gw/shoal/wire"
 )
@@ -59,6 +61,10 @@ type conn struct {
 	// rd is used only by the goroutine running the read task; one-shot
 	// readiness guarantees there is at most one.
 	rd wire.Reader
+	// tls is the TLS layer on a TLS port, nil otherwise. Every call on it
+	// is made under mu: reads may produce output that must be ordered
+	// with the records writes seal.
+	tls *acceptor.TLSConn
 
 	mu          sync.Mutex
 	fd          int32
@@ -204,16 +210,26 @@ func (t *readTask) Run() {
 		eof   bool
 		ferr  error
 		bytes int
+		plain []byte
 	)
+	if c.tls != nil {
+		// Ciphertext in one half, what it decrypts to in the other: a
+		// record's plaintext is at most 16 KiB.
+		buf, plain = buf[:len(buf)/2], buf[len(buf)/2:]
+	}
 	for range maxReadsPerEvent {
 		n, err := unix.Read(int(c.fd), buf)
 		if n > 0 {
 			bytes += n
-			if !discard {
+			switch {
+			case discard:
+			case c.tls != nil:
+				ferr, eof = c.readTLS(buf[:n], plain)
+			default:
 				ferr = c.rd.Feed(&s.wireCfg, buf[:n], c)
-				if ferr != nil {
-					break
-				}
+			}
+			if ferr != nil || eof {
+				break
 			}
 			if n < len(buf) {
 				// Most likely drained; if not, the level-triggered re-arm
@@ -251,6 +267,38 @@ func (t *readTask) Run() {
 	default:
 		c.armLocked(netpoll.Read)
 		c.mu.Unlock()
+	}
+}
+
+// readTLS decrypts ciphertext read from the socket (none: only what TLS
+// holds already) into plain, record by record, and feeds the frame
+// reader. eof reports that the peer ended TLS (close_notify) or broke it.
+func (c *conn) readTLS(ct, plain []byte) (ferr error, eof bool) {
+	c.mu.Lock()
+	c.tls.Feed(ct)
+	for {
+		n, err := c.tls.Read(plain)
+		c.queueTLSOutputLocked()
+		c.mu.Unlock()
+		if n > 0 {
+			if ferr = c.rd.Feed(&c.s.wireCfg, plain[:n], c); ferr != nil {
+				c.mu.Lock()
+				c.tls.Feed(nil) // the rest is discarded: ct is the caller's
+				c.mu.Unlock()
+				return ferr, false
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, acceptor.ErrWantRead):
+			return nil, false
+		case errors.Is(err, io.EOF):
+			return nil, true
+		default:
+			c.s.log.Debug("TLS read failed", "conn", c.cid, "err", err)
+			return nil, true
+		}
+		c.mu.Lock()
 	}
 }
 

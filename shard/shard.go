@@ -3,6 +3,7 @@ package shard
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -92,6 +93,10 @@ type Config struct {
 	AllowedOrigins []string
 	// Authenticate: see acceptor.Config.
 	Authenticate func(*acceptor.Request) (user string, err error)
+	// TLS, when set, makes the port speak TLS: wss:// and https://. See
+	// acceptor.Config.TLS; certificates are best given through
+	// GetCertificate (acceptor.KeyPair), so that they can be reloaded.
+	TLS *tls.Config
 	// HTTP serves plain HTTP other than /healthz (the web client's files).
 	HTTP http.Handler
 	// PoolWorkers sizes the goroutine pool (default: netpoll's).
@@ -224,6 +229,7 @@ func New(cfg Config) (*Shard, error) {
 		Services:         s.routable,
 		AllowedOrigins:   cfg.AllowedOrigins,
 		Authenticate:     cfg.Authenticate,
+		TLS:              cfg.TLS,
 		HTTP:             s.httpHandler(),
 		Upgraded:         s.onUpgraded,
 		Rejected:         s.stats.reject,
@@ -464,6 +470,7 @@ func (s *Shard) onUpgraded(u *acceptor.Upgraded) {
 		remote: u.Remote,
 		fd:     int32(u.Fd),
 		user:   u.User,
+		tls:    u.TLS,
 	}
 	c.lastRead.Store(s.wheel.Now())
 	s.connsMu.Lock()
@@ -473,11 +480,25 @@ func (s *Shard) onUpgraded(u *acceptor.Upgraded) {
 	if err := s.publishOpen(c, u.URI); err != nil {
 		s.stats.busErrors.Add(1)
 	}
+	var ferr error
 	if len(u.Rest) > 0 {
 		// Frames sent right behind the handshake come before the socket's.
-		if err := c.rd.Feed(&s.wireCfg, u.Rest, c); err != nil {
-			c.readFailed(err)
-		}
+		ferr = c.rd.Feed(&s.wireCfg, u.Rest, c)
+	}
+	eof := false
+	if ferr == nil && c.tls != nil {
+		// TLS may hold more of what the client sent behind its request,
+		// which no readiness event will announce.
+		bp := s.readBufs.Get().(*[]byte)
+		ferr, eof = c.readTLS(nil, (*bp)[len(*bp)/2:])
+		s.readBufs.Put(bp)
+	}
+	switch {
+	case ferr != nil:
+		c.readFailed(ferr)
+	case eof:
+		c.terminate()
+		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

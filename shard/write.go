@@ -85,6 +85,14 @@ func (c *conn) write(frame []byte) {
 		return
 	}
 	if len(c.out) == 0 && !c.flushing && !c.waitOut && c.acquireLocked() {
+		if c.tls != nil {
+			var ok bool
+			if frame, ok = c.sealLocked(frame); !ok {
+				c.releaseLocked()
+				c.mu.Unlock()
+				return
+			}
+		}
 		c.writeDirectLocked(frame)
 	} else {
 		c.enqueueLocked(frame)
@@ -135,28 +143,71 @@ func (c *conn) writeDirectLocked(frame []byte) {
 // bound, drops what waits and closes the connection with 1008: a client
 // that cannot keep up must not make the gateway hold unbounded memory, nor
 // slow anyone else down.
+//
+// A TLS connection's queue holds records, each sealed with the next
+// sequence number: none may be dropped without breaking the stream, so
+// its close frame queues behind them, and the close deadline bounds how
+// long that memory is held. The bound is checked before sealing, so that
+// a frame refused never took a sequence number.
 func (c *conn) enqueueLocked(frame []byte) {
 	if len(c.out) > 0 && c.outBytes+len(frame) > c.s.cfg.MaxQueue {
 		c.s.stats.slowClosed.Add(1)
-		// Frames a writev in progress holds, and the frame half on the
-		// wire, must stay: the first so that the bytes written are counted
-		// off the right frames, the second so that the client can still
-		// parse what follows.
-		keep := int(c.inflight)
-		if c.outOff > 0 {
-			keep = max(keep, 1)
-		}
-		clear(c.out[keep:])
-		c.out = c.out[:keep]
-		c.outBytes = -int(c.outOff)
-		for _, b := range c.out {
-			c.outBytes += len(b)
+		if c.tls == nil {
+			// Frames a writev in progress holds, and the frame half on
+			// the wire, must stay: the first so that the bytes written are
+			// counted off the right frames, the second so that the client
+			// can still parse what follows.
+			keep := int(c.inflight)
+			if c.outOff > 0 {
+				keep = max(keep, 1)
+			}
+			clear(c.out[keep:])
+			c.out = c.out[:keep]
+			c.outBytes = -int(c.outOff)
+			for _, b := range c.out {
+				c.outBytes += len(b)
+			}
 		}
 		c.beginCloseLocked(ws.StatusPolicyViolation, "outbound queue full: client too slow", afterShutdown)
 		return
 	}
+	if c.tls != nil {
+		var ok bool
+		if frame, ok = c.sealLocked(frame); !ok {
+			return
+		}
+	}
 	c.out = append(c.out, frame)
 	c.outBytes += len(frame)
+}
+
+// sealLocked encrypts a frame for a TLS connection. The frame may be
+// shared (fan-out); the sealed bytes are the connection's own. On failure
+// the connection is ended and ok is false.
+func (c *conn) sealLocked(frame []byte) (sealed []byte, ok bool) {
+	sealed, err := c.tls.Seal(frame)
+	if err != nil {
+		c.s.log.Debug("TLS seal failed", "conn", c.cid, "err", err)
+		c.out, c.outBytes, c.outOff = nil, 0, 0
+		if c.closeCode == 0 {
+			c.closeCode = ws.StatusAbnormalClosure
+		}
+		c.scheduleEndLocked()
+		return nil, false
+	}
+	return sealed, true
+}
+
+// queueTLSOutputLocked queues what reading TLS produced (an alert, a key
+// update) and writes it out.
+func (c *conn) queueTLSOutputLocked() {
+	out := c.tls.Output()
+	if len(out) == 0 || c.state == stateDead {
+		return
+	}
+	c.out = append(c.out, out)
+	c.outBytes += len(out)
+	c.flushLocked()
 }
 
 // beginCloseLocked queues a close frame with code and stops data going out.
@@ -171,10 +222,24 @@ func (c *conn) beginCloseLocked(code ws.StatusCode, reason string, after afterFl
 // queueCloseLocked queues a prepared close frame, moves to closing, and
 // arms the close deadline.
 func (c *conn) queueCloseLocked(frame []byte, after afterFlush) {
+	if c.tls != nil {
+		var ok bool
+		if frame, ok = c.sealLocked(frame); !ok {
+			return
+		}
+	}
 	c.state = stateClosing
 	c.after = after
 	c.out = append(c.out, frame)
 	c.outBytes += len(frame)
+	if c.tls != nil {
+		// No data follows the close frame, so TLS's sending side ends
+		// with it (close_notify), before the socket is shut.
+		if cn := c.tls.CloseNotify(); len(cn) > 0 {
+			c.out = append(c.out, cn)
+			c.outBytes += len(cn)
+		}
+	}
 	c.s.wheel.Schedule(&c.timer, c.s.cfg.CloseTimeout, c)
 }
 
