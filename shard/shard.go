@@ -153,12 +153,13 @@ type Shard struct {
 
 	stats stats
 
-	mu       sync.Mutex
-	started  bool
-	draining atomic.Bool
-	stopped  bool
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	mu         sync.Mutex
+	started    bool
+	draining   atomic.Bool
+	restarting atomic.Bool // Shutdown tells clients 1012, not 1001
+	stopped    bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
 }
 
 // New prepares a shard: it opens the listener and the poller but accepts
@@ -349,19 +350,28 @@ func (s *Shard) Run(ctx context.Context) error {
 	return s.Shutdown(dctx)
 }
 
+// Restarting makes Shutdown close clients with 1012 (service restart)
+// instead of 1001 (going away): the server is being replaced, and a client
+// may reconnect at once, to the worker that replaces this one.
+func (s *Shard) Restarting() { s.restarting.Store(true) }
+
 // Shutdown drains the shard: it stops accepting, sends every client a
-// close frame 1001 (going away), waits until they are gone or ctx is done,
-// ends whoever is left, says "down" on the bus and releases everything.
-// It returns ctx.Err() if clients were still connected when ctx ended.
-// Safe to call twice.
+// close frame 1001 (going away; 1012 after Restarting), waits until they
+// are gone or ctx is done, ends whoever is left, says "down" on the bus
+// and releases everything. It returns ctx.Err() if clients were still
+// connected when ctx ended. Safe to call twice.
 func (s *Shard) Shutdown(ctx context.Context) error {
 	if !s.draining.CompareAndSwap(false, true) {
 		s.waitStopped()
 		return nil
 	}
 	s.acc.StopAccepting()
+	code, reason := 1001, "server shutting down"
+	if s.restarting.Load() {
+		code, reason = 1012, "server restarting"
+	}
 	for _, c := range s.snapshot() {
-		c.goAway(1001, "server shutting down")
+		c.goAway(code, reason)
 	}
 	err := s.waitEmpty(ctx)
 	for _, c := range s.snapshot() {

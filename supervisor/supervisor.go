@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,6 +56,9 @@ type Config struct {
 	// Admin is the admin endpoint's address (/metrics, /procs, /healthz);
 	// empty: none.
 	Admin string
+	// TLS says the workers serve TLS on Addr (wss://), for the address
+	// announced when serving.
+	TLS bool
 	// Services are the bundled services to run, one process each.
 	Services []string
 	// Routes are the service names clients may reach at /ws/<name>
@@ -191,8 +195,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.awaitWorkers(ctx, 30*time.Second)
 	s.awaitServices(ctx, 30*time.Second)
+	scheme := "ws://"
+	if s.cfg.TLS {
+		scheme = "wss://"
+	}
 	s.log.Info("shoal serving",
-		"ws", "ws://"+s.addr+"/ws/<service>",
+		"ws", scheme+s.addr+"/ws/<service>",
 		"workers", s.cfg.Workers,
 		"services", strings.Join(s.cfg.Services, ","),
 		"nats", s.natsURL,
@@ -443,9 +451,32 @@ func (s *Supervisor) awaitServices(ctx context.Context, limit time.Duration) {
 	}
 }
 
+// ReloadWorkers sends SIGHUP to every running worker, which reloads its TLS
+// certificate and key in place: new handshakes get the new pair, and no
+// connection is closed.
+func (s *Supervisor) ReloadWorkers() {
+	s.mu.Lock()
+	workers := append([]*slot(nil), s.workers...)
+	s.mu.Unlock()
+	for _, sl := range workers {
+		sl.mu.Lock()
+		p := sl.cur
+		sl.mu.Unlock()
+		if p == nil {
+			continue
+		}
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Signal(syscall.SIGHUP)
+		}
+	}
+}
+
 // RollingRestart replaces the workers one at a time: a new worker starts
-// and listens beside the old one before the old one drains, so the port
-// keeps accepting throughout. It returns when every worker was replaced.
+// and listens beside the old one before the old one drains (its clients
+// hear 1012, service restart), so the port keeps accepting throughout. It
+// returns when every worker was replaced.
 func (s *Supervisor) RollingRestart(ctx context.Context) error {
 	s.mu.Lock()
 	if s.stopped {

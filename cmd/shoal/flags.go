@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-gw/shoal/acceptor"
 	"github.com/shoal-gw/shoal/shard"
 )
 
@@ -70,11 +71,13 @@ type gatewayFlags struct {
 	pingInterval   time.Duration
 	idleTimeout    time.Duration
 	allowedOrigins listFlag
+	tlsCert        string
+	tlsKey         string
 }
 
 // gatewayFlagNames lists the flags serve forwards to workers.
 var gatewayFlagNames = []string{"max-message", "max-queue", "max-msg-rate", "max-conns-per-ip",
-	"handshake-timeout", "ping-interval", "idle-timeout", "allowed-origins"}
+	"handshake-timeout", "ping-interval", "idle-timeout", "allowed-origins", "tls-cert", "tls-key"}
 
 func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	g.maxMessage = shard.DefaultMaxMessage
@@ -87,6 +90,19 @@ func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&g.pingInterval, "ping-interval", shard.DefaultPingInterval, "silence after which the server pings a client")
 	fs.DurationVar(&g.idleTimeout, "idle-timeout", shard.DefaultIdleTimeout, "silence after which a client is closed")
 	fs.Var(&g.allowedOrigins, "allowed-origins", "browser origins allowed besides the gateway's own host, comma separated (* for any)")
+	fs.StringVar(&g.tlsCert, "tls-cert", "", "PEM certificate chain: serve wss:// and https:// on --addr (needs --tls-key; reloaded on SIGHUP)")
+	fs.StringVar(&g.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+}
+
+// keyPair loads the TLS certificate and key, or returns nil without TLS.
+func (g *gatewayFlags) keyPair() (*acceptor.KeyPair, error) {
+	if g.tlsCert == "" && g.tlsKey == "" {
+		return nil, nil
+	}
+	if g.tlsCert == "" || g.tlsKey == "" {
+		return nil, usageError("--tls-cert and --tls-key go together")
+	}
+	return acceptor.LoadKeyPair(g.tlsCert, g.tlsKey)
 }
 
 func (g *gatewayFlags) apply(cfg *shard.Config) {

@@ -19,6 +19,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "--max-message", "65MiB"}, "max-message"},
 		{[]string{"serve", "--max-message", "lots"}, "max-message"},
 		{[]string{"serve", "stray"}, "stray"},
+		{[]string{"serve", "--tls-cert", "cert.pem"}, "tls-key"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(c.args, &out, &errb)

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-gw/shoal/acceptor"
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/shard"
 )
@@ -41,6 +42,13 @@ func runWorker(args []string, stderr io.Writer) error {
 		return err
 	}
 	gw.apply(&cfg)
+	keys, err := gw.keyPair()
+	if err != nil {
+		return err
+	}
+	if keys != nil {
+		cfg.TLS = acceptor.ServerTLSConfig(keys)
+	}
 	cfg.Services = services
 	cfg.Logger = log
 	nc, err := bus.Connect(bus.Config{URL: natsURL, Name: "shoal-worker-" + cfg.ID, Logger: log, ConnectTimeout: 10 * time.Second})
@@ -55,6 +63,7 @@ func runWorker(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	go workerSignals(ctx, stop, sh, keys, log)
 	if err := sh.Run(ctx); err != nil && err != context.DeadlineExceeded {
 		return err
 	} else if err != nil {
