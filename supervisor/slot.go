@@ -241,6 +241,13 @@ func (sl *slot) setCur(p *proc) {
 	sl.mu.Unlock()
 }
 
+// current is the slot's latest process, nil before the first start.
+func (sl *slot) current() *proc {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.cur
+}
+
 func exitStatus(err error) string {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

@@ -459,16 +459,12 @@ func (s *Supervisor) ReloadWorkers() {
 	workers := append([]*slot(nil), s.workers...)
 	s.mu.Unlock()
 	for _, sl := range workers {
-		sl.mu.Lock()
-		p := sl.cur
-		sl.mu.Unlock()
-		if p == nil {
-			continue
-		}
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Signal(syscall.SIGHUP)
+		if p := sl.current(); p != nil {
+			select {
+			case <-p.exited:
+			default:
+				_ = p.cmd.Process.Signal(syscall.SIGHUP)
+			}
 		}
 	}
 }

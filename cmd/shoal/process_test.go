@@ -175,9 +175,14 @@ type client struct {
 
 func dial(t *testing.T, url string) *client {
 	t.Helper()
+	return dialWith(t, url, ws.DefaultDialer)
+}
+
+func dialWith(t *testing.T, url string, d ws.Dialer) *client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, br, _, err := ws.Dial(ctx, url)
+	c, br, _, err := d.Dial(ctx, url)
 	if err != nil {
 		t.Fatalf("dial %s: %v", url, err)
 	}

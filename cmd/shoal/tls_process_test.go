@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -23,22 +22,8 @@ import (
 // the serial number of the certificate the server presented.
 func dialTLS(t *testing.T, url string, ca *tlstest.CA) (*client, *big.Int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, br, _, err := ws.Dialer{TLSConfig: ca.ClientConfig("127.0.0.1")}.Dial(ctx, url)
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	var r io.Reader = c
-	if br != nil {
-		r = io.MultiReader(br, c)
-	}
-	serial := c.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber
-	return &client{c: c, rw: struct {
-		io.Reader
-		io.Writer
-	}{r, c}}, serial
+	c := dialWith(t, url, ws.Dialer{TLSConfig: ca.ClientConfig("127.0.0.1")})
+	return c, c.c.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber
 }
 
 // TestServeTLS runs shoal serve with a certificate of a CA made in the
