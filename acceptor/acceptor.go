@@ -68,6 +68,9 @@ type Config struct {
 
 	// Services reports whether /ws/<name> names a service; others get 404.
 	Services func(name string) bool
+	// Compress, when set, reports whether the clients of a service may
+	// negotiate permessage-deflate; see Upgraded.Deflate.
+	Compress func(service string) bool
 	// AllowedOrigins lists the browser origins ("https://chat.example.com")
 	// that may connect besides the gateway's own host; "*" allows any. A
 	// request without an Origin header (not from a browser) is allowed.
@@ -103,6 +106,11 @@ type Upgraded struct {
 	User string
 	// Protocol is the negotiated subprotocol, if any.
 	Protocol string
+	// Deflate is non-zero when permessage-deflate was negotiated, without
+	// context takeover either way: it is log2 of the window the client
+	// decompresses with (8 to 15), so a compressed message must be no
+	// longer than 1<<Deflate bytes.
+	Deflate uint8
 	// Rest holds bytes the client sent after the request head (frames it
 	// did not wait to send); they come before anything still in the socket.
 	// On a TLS port they are decrypted, and more may wait inside TLS: the

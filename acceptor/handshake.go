@@ -442,6 +442,7 @@ type handshake struct {
 func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target string, head []byte) (*Upgraded, error) {
 	h := &handshake{a: a, req: Request{Service: service, URI: target, Remote: remote}}
 	var user string
+	var deflate *deflateNegotiation
 	u := ws.Upgrader{
 		ReadBufferSize: a.cfg.MaxHeaderBytes,
 		OnRequest:      h.onRequest,
@@ -466,6 +467,10 @@ func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target s
 			return nil, nil
 		},
 	}
+	if a.cfg.Compress != nil && a.cfg.Compress(service) {
+		deflate = &deflateNegotiation{}
+		u.Negotiate = deflate.negotiate
+	}
 	hc := &headConn{head: head, w: w}
 	hs, err := u.Upgrade(hc)
 	if err != nil {
@@ -484,13 +489,17 @@ func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target s
 		}
 		return nil, &RejectError{Status: status, Reason: "handshake", Err: err}
 	}
-	return &Upgraded{
+	up := &Upgraded{
 		Remote:   remote,
 		Service:  service,
 		URI:      target,
 		User:     user,
 		Protocol: hs.Protocol,
-	}, nil
+	}
+	if deflate != nil {
+		up.Deflate = deflate.window
+	}
+	return up, nil
 }
 
 // refuse records why the request is refused and returns the error that

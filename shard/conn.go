@@ -66,19 +66,23 @@ type conn struct {
 	// with the records writes seal.
 	tls *acceptor.TLSConn
 
-	mu          sync.Mutex
-	fd          int32
-	state       connState
-	fdClosed    bool
-	failed      bool          // the reader hit a protocol error: discard input
-	peerClose   bool          // the peer's close frame arrived
-	flushing    bool          // a goroutine is writing the queue out
-	waitOut     bool          // waiting for write readiness
-	corked      bool          // in the dispatcher's batch of connections to flush
-	after       afterFlush    // once the queued close frame is out
-	interest    netpoll.Event // armed one-shot interest
-	refs        int16         // goroutines inside a syscall on fd
-	inflight    int8          // queued frames handed to the writev in progress
+	mu        sync.Mutex
+	fd        int32
+	state     connState
+	fdClosed  bool
+	failed    bool          // the reader hit a protocol error: discard input
+	peerClose bool          // the peer's close frame arrived
+	flushing  bool          // a goroutine is writing the queue out
+	waitOut   bool          // waiting for write readiness
+	corked    bool          // in the dispatcher's batch of connections to flush
+	after     afterFlush    // once the queued close frame is out
+	interest  netpoll.Event // armed one-shot interest
+	refs      int16         // goroutines inside a syscall on fd
+	inflight  int8          // queued frames handed to the writev in progress
+	// deflate is permessage-deflate's window bits, 0 when not negotiated;
+	// set before the connection is published and never changed, so read
+	// without mu. It sits here because the padding has room for it.
+	deflate     uint8
 	closeCode   ws.StatusCode // reported in the close event
 	closeReason string
 	rateSec     uint32   // rate-limit window (wheel seconds)
@@ -226,7 +230,7 @@ func (t *readTask) Run() {
 			case c.tls != nil:
 				ferr, eof = c.readTLS(buf[:n], plain)
 			default:
-				ferr = c.rd.Feed(&s.wireCfg, buf[:n], c)
+				ferr = c.rd.Feed(c.wireConfig(), buf[:n], c)
 			}
 			if ferr != nil || eof {
 				break
@@ -281,7 +285,7 @@ func (c *conn) readTLS(ct, plain []byte) (ferr error, eof bool) {
 		c.queueTLSOutputLocked()
 		c.mu.Unlock()
 		if n > 0 {
-			if ferr = c.rd.Feed(&c.s.wireCfg, plain[:n], c); ferr != nil {
+			if ferr = c.rd.Feed(c.wireConfig(), plain[:n], c); ferr != nil {
 				c.mu.Lock()
 				c.tls.Feed(nil) // the rest is discarded: ct is the caller's
 				c.mu.Unlock()
@@ -300,6 +304,15 @@ func (c *conn) readTLS(ct, plain []byte) (ferr error, eof bool) {
 		}
 		c.mu.Lock()
 	}
+}
+
+// wireConfig is the frame reader's configuration: compressed messages are
+// read only where permessage-deflate was negotiated.
+func (c *conn) wireConfig() *wire.Config {
+	if c.deflate != 0 {
+		return &c.s.wireDeflate
+	}
+	return &c.s.wireCfg
 }
 
 // readFailed handles what stopped Feed.

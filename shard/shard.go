@@ -64,6 +64,11 @@ type Config struct {
 	Prefix string
 	// Services lists the names routable at /ws/<name>.
 	Services []string
+	// Compress lists the services whose clients may negotiate
+	// permessage-deflate (RFC 7692), without context takeover; "*" names
+	// every service. A compressed message is limited to MaxMessage once
+	// decompressed (past it: 1009).
+	Compress []string
 
 	// MaxMessage bounds a client message after reassembly (default 1 MiB);
 	// a larger one closes the connection with 1009.
@@ -109,8 +114,9 @@ type Config struct {
 
 // route is a service connections can reach.
 type route struct {
-	name    string
-	subject string
+	name     string
+	subject  string
+	compress bool // its clients may negotiate permessage-deflate
 }
 
 // Shard is one worker: it owns a listener, a poller, a pool, a wheel, and
@@ -125,7 +131,10 @@ type Shard struct {
 	wheel   *netpoll.Wheel
 	acc     *acceptor.Acceptor
 	wireCfg wire.Config
-	routes  map[string]*route
+	// wireDeflate is wireCfg for connections that negotiated
+	// permessage-deflate.
+	wireDeflate wire.Config
+	routes      map[string]*route
 
 	readBufs  sync.Pool // *[]byte of ReadBufferSize
 	msgs      sync.Pool // *nats.Msg with a header map, for events
@@ -180,18 +189,19 @@ func New(cfg Config) (*Shard, error) {
 		return nil, fmt.Errorf("shard: max message %d bytes does not fit the NATS server's max_payload of %d bytes: lower it or raise max_payload", cfg.MaxMessage, max)
 	}
 	s := &Shard{
-		cfg:        cfg,
-		log:        cfg.Logger.With("shard", cfg.ID),
-		nc:         cfg.NATS,
-		subj:       bus.Subjects{Prefix: cfg.Prefix},
-		wireCfg:    wire.Config{Role: wire.Server, MaxMessage: cfg.MaxMessage},
-		routes:     make(map[string]*route),
-		conns:      make(map[uint64]*conn),
-		rooms:      make(map[string]*room),
-		roomsBySub: make(map[*nats.Subscription]*room),
-		inbox:      make(chan *nats.Msg, inboxSize),
-		stop:       make(chan struct{}),
-		pingFrame:  wire.AppendFrame(nil, 0x9, true, nil),
+		cfg:         cfg,
+		log:         cfg.Logger.With("shard", cfg.ID),
+		nc:          cfg.NATS,
+		subj:        bus.Subjects{Prefix: cfg.Prefix},
+		wireCfg:     wire.Config{Role: wire.Server, MaxMessage: cfg.MaxMessage},
+		wireDeflate: wire.Config{Role: wire.Server, MaxMessage: cfg.MaxMessage, Deflate: true},
+		routes:      make(map[string]*route),
+		conns:       make(map[uint64]*conn),
+		rooms:       make(map[string]*room),
+		roomsBySub:  make(map[*nats.Subscription]*room),
+		inbox:       make(chan *nats.Msg, inboxSize),
+		stop:        make(chan struct{}),
+		pingFrame:   wire.AppendFrame(nil, 0x9, true, nil),
 	}
 	s.stats.init()
 	for _, name := range cfg.Services {
@@ -199,6 +209,16 @@ func New(cfg Config) (*Shard, error) {
 			return nil, fmt.Errorf("shard: %w", err)
 		}
 		s.routes[name] = &route{name: name, subject: s.subj.Service(name)}
+	}
+	for _, name := range cfg.Compress {
+		for _, r := range s.routes {
+			if name == "*" || name == r.name {
+				r.compress = true
+			}
+		}
+		if _, ok := s.routes[name]; !ok && name != "*" {
+			return nil, fmt.Errorf("shard: compress %q: not a service of this shard", name)
+		}
 	}
 	size := cfg.ReadBufferSize
 	s.readBufs.New = func() any {
@@ -228,6 +248,7 @@ func New(cfg Config) (*Shard, error) {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		MaxConnsPerIP:    cfg.MaxConnsPerIP,
 		Services:         s.routable,
+		Compress:         s.compresses,
 		AllowedOrigins:   cfg.AllowedOrigins,
 		Authenticate:     cfg.Authenticate,
 		TLS:              cfg.TLS,
@@ -294,6 +315,11 @@ func (s *Shard) Addr() netip.AddrPort { return s.acc.Addr() }
 func (s *Shard) routable(name string) bool {
 	_, ok := s.routes[name]
 	return ok
+}
+
+func (s *Shard) compresses(name string) bool {
+	r := s.routes[name]
+	return r != nil && r.compress
 }
 
 // schedule runs a task on the pool; when the pool is closed (the shard is
@@ -473,14 +499,15 @@ func (s *Shard) snapshot() []*conn {
 func (s *Shard) onUpgraded(u *acceptor.Upgraded) {
 	id := s.nextID.Add(1)
 	c := &conn{
-		s:      s,
-		id:     id,
-		cid:    s.cfg.ID + "." + strconv.FormatUint(id, 10),
-		route:  s.routes[u.Service],
-		remote: u.Remote,
-		fd:     int32(u.Fd),
-		user:   u.User,
-		tls:    u.TLS,
+		s:       s,
+		id:      id,
+		cid:     s.cfg.ID + "." + strconv.FormatUint(id, 10),
+		route:   s.routes[u.Service],
+		remote:  u.Remote,
+		fd:      int32(u.Fd),
+		user:    u.User,
+		tls:     u.TLS,
+		deflate: u.Deflate,
 	}
 	c.lastRead.Store(s.wheel.Now())
 	s.connsMu.Lock()
@@ -493,7 +520,7 @@ func (s *Shard) onUpgraded(u *acceptor.Upgraded) {
 	var ferr error
 	if len(u.Rest) > 0 {
 		// Frames sent right behind the handshake come before the socket's.
-		ferr = c.rd.Feed(&s.wireCfg, u.Rest, c)
+		ferr = c.rd.Feed(c.wireConfig(), u.Rest, c)
 	}
 	eof := false
 	if ferr == nil && c.tls != nil {

@@ -47,11 +47,11 @@ func (s *Shard) deliver(c *conn, frame []byte) {
 	c.mu.Unlock()
 }
 
-// countCork accounts a fan-out frame in the batch.
-func (s *Shard) countCork(frame []byte) {
+// countCork accounts a fan-out message, framed in n bytes, in the batch.
+func (s *Shard) countCork(n int) {
 	if s.cork {
 		s.corkMsgs++
-		s.corkBytes += len(frame)
+		s.corkBytes += n
 	}
 }
 

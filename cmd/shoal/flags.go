@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,11 +74,12 @@ type gatewayFlags struct {
 	allowedOrigins listFlag
 	tlsCert        string
 	tlsKey         string
+	compress       listFlag
 }
 
 // gatewayFlagNames lists the flags serve forwards to workers.
 var gatewayFlagNames = []string{"max-message", "max-queue", "max-msg-rate", "max-conns-per-ip",
-	"handshake-timeout", "ping-interval", "idle-timeout", "allowed-origins", "tls-cert", "tls-key"}
+	"handshake-timeout", "ping-interval", "idle-timeout", "allowed-origins", "tls-cert", "tls-key", "compress"}
 
 func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	g.maxMessage = shard.DefaultMaxMessage
@@ -92,6 +94,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.Var(&g.allowedOrigins, "allowed-origins", "browser origins allowed besides the gateway's own host, comma separated (* for any)")
 	fs.StringVar(&g.tlsCert, "tls-cert", "", "PEM certificate chain: serve wss:// and https:// on --addr (needs --tls-key; reloaded on SIGHUP)")
 	fs.StringVar(&g.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.Var(&g.compress, "compress", "services whose clients may negotiate permessage-deflate, comma separated, or all")
 }
 
 // keyPair loads the TLS certificate and key, or returns nil without TLS.
@@ -114,6 +117,23 @@ func (g *gatewayFlags) apply(cfg *shard.Config) {
 	cfg.PingInterval = g.pingInterval
 	cfg.IdleTimeout = g.idleTimeout
 	cfg.AllowedOrigins = g.allowedOrigins
+	cfg.Compress = nil
+	for _, name := range g.compress {
+		if name == "all" {
+			name = "*"
+		}
+		cfg.Compress = append(cfg.Compress, name)
+	}
+}
+
+// checkServices refuses --compress names that are not among routes.
+func (g *gatewayFlags) checkServices(routes []string) error {
+	for _, name := range g.compress {
+		if name != "all" && name != "*" && !slices.Contains(routes, name) {
+			return usageError("--compress: %q is not a service clients can reach (have: %s)", name, strings.Join(routes, ","))
+		}
+	}
+	return nil
 }
 
 // forwarded returns "--name=value" for each of names set on fs's command line.

@@ -20,6 +20,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "--max-message", "lots"}, "max-message"},
 		{[]string{"serve", "stray"}, "stray"},
 		{[]string{"serve", "--tls-cert", "cert.pem"}, "tls-key"},
+		{[]string{"serve", "--compress", "nosuch"}, "nosuch"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(c.args, &out, &errb)

@@ -67,6 +67,9 @@ func runServe(args []string, stderr io.Writer) error {
 	cfg.TLS = keys != nil
 	cfg.Services = services
 	cfg.Routes = append(append([]string(nil), services...), routes...)
+	if err := gw.checkServices(cfg.Routes); err != nil {
+		return err
+	}
 	cfg.WorkerArgs = append(forwarded(fs, gatewayFlagNames), "--log-level="+logs.level, "--log-format="+logs.format)
 	cfg.ServiceArgs = []string{"--log-level=" + logs.level, "--log-format=" + logs.format}
 	cfg.Logger = log
