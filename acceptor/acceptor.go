@@ -75,6 +75,10 @@ type Config struct {
 	// that may connect besides the gateway's own host; "*" allows any. A
 	// request without an Origin header (not from a browser) is allowed.
 	AllowedOrigins []string
+	// ServiceOrigins replaces AllowedOrigins for the services it names:
+	// their clients may come from the gateway's own host and from these
+	// origins only. A refused origin gets 403, counted as "origin".
+	ServiceOrigins map[string][]string
 	// Authenticate, when set, checks each WebSocket request and names its
 	// user. An error refuses the handshake with 401, or with the status of
 	// a *RejectError.

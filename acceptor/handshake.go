@@ -535,14 +535,18 @@ func (h *handshake) onHeader(key, value []byte) error {
 }
 
 // checkOrigin lets through requests without Origin (not from a browser),
-// from the gateway's own host, or from an allowed origin; a page elsewhere
-// must not open connections with the user's cookies.
+// from the gateway's own host, or from an origin allowed for the service;
+// a page elsewhere must not open connections with the user's cookies.
 func (h *handshake) checkOrigin() error {
 	origin := h.req.Origin
 	if origin == "" {
 		return nil
 	}
-	for _, o := range h.a.cfg.AllowedOrigins {
+	allowed := h.a.cfg.AllowedOrigins
+	if own, ok := h.a.cfg.ServiceOrigins[h.req.Service]; ok {
+		allowed = own
+	}
+	for _, o := range allowed {
 		if o == "*" || strings.EqualFold(o, origin) {
 			return nil
 		}

@@ -94,8 +94,10 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// MaxConnsPerIP bounds connections from one address (default 4096).
 	MaxConnsPerIP int
-	// AllowedOrigins: see acceptor.Config.
+	// AllowedOrigins and ServiceOrigins: see acceptor.Config. The services
+	// ServiceOrigins names must be among Services.
 	AllowedOrigins []string
+	ServiceOrigins map[string][]string
 	// Authenticate: see acceptor.Config.
 	Authenticate func(*acceptor.Request) (user string, err error)
 	// TLS, when set, makes the port speak TLS: wss:// and https://. See
@@ -220,6 +222,11 @@ func New(cfg Config) (*Shard, error) {
 			return nil, fmt.Errorf("shard: compress %q: not a service of this shard", name)
 		}
 	}
+	for name := range cfg.ServiceOrigins {
+		if _, ok := s.routes[name]; !ok {
+			return nil, fmt.Errorf("shard: allowed origins for %q: not a service of this shard", name)
+		}
+	}
 	size := cfg.ReadBufferSize
 	s.readBufs.New = func() any {
 		b := make([]byte, size)
@@ -250,6 +257,7 @@ func New(cfg Config) (*Shard, error) {
 		Services:         s.routable,
 		Compress:         s.compresses,
 		AllowedOrigins:   cfg.AllowedOrigins,
+		ServiceOrigins:   cfg.ServiceOrigins,
 		Authenticate:     cfg.Authenticate,
 		TLS:              cfg.TLS,
 		HTTP:             s.httpHandler(),

@@ -583,6 +583,15 @@ func TestMaxMessageMustFitBus(t *testing.T) {
 	if _, err := New(Config{ID: "bad.id", Addr: "127.0.0.1:0", NATS: nc}); err == nil {
 		t.Fatal("an invalid shard id was accepted")
 	}
+	for _, cfg := range []Config{
+		{Compress: []string{"nosuch"}},
+		{ServiceOrigins: map[string][]string{"nosuch": {"https://a.example.com"}}},
+	} {
+		cfg.ID, cfg.Addr, cfg.NATS, cfg.Services = "t1", "127.0.0.1:0", nc, []string{"echo"}
+		if _, err := New(cfg); err == nil {
+			t.Fatalf("settings for a service the shard does not route were accepted: %+v", cfg)
+		}
+	}
 }
 
 func wireParse(p []byte) (int, string) {

@@ -21,6 +21,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "stray"}, "stray"},
 		{[]string{"serve", "--tls-cert", "cert.pem"}, "tls-key"},
 		{[]string{"serve", "--compress", "nosuch"}, "nosuch"},
+		{[]string{"serve", "--allowed-origins", "nosuch=https://a.example.com"}, "nosuch"},
+		{[]string{"serve", "--allowed-origins", "echo="}, "allowed-origins"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(c.args, &out, &errb)
