@@ -148,7 +148,8 @@ func TestDeflateFanout(t *testing.T) {
 	}
 	long := []byte(strings.Repeat("the same news for everyone in the lobby. ", 30)) // 1230 bytes
 	short := []byte(strings.Repeat("brief news, twice: brief news. ", 10))          // 310 bytes
-	for _, p := range [][]byte{long, short} {
+	huge := bigText(40 << 10)                                                       // past the 32 KiB window: fine for a full window
+	for _, p := range [][]byte{long, short, huge} {
 		must(t, h.nc.Publish(h.subj.Room("lobby"), p))
 		narrowGetsZ := len(p) <= 1<<9
 		for _, m := range []struct {

@@ -31,7 +31,7 @@ func (f *frames) opcode() ws.OpCode {
 
 // forConn is the frame to write to c.
 func (f *frames) forConn(c *conn) []byte {
-	if n := len(f.m.Data); c.deflate != 0 && n >= wire.MinDeflate && n <= 1<<c.deflate {
+	if n := len(f.m.Data); c.deflate != 0 && n >= wire.MinDeflate && (c.deflate >= wire.DeflateWindowBits || n <= 1<<c.deflate) {
 		if !f.tried {
 			f.tried = true
 			f.deflated, _ = wire.AppendDeflatedFrame(nil, f.opcode(), f.m.Data)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/shoal-gw/shoal/acceptor"
 	"github.com/shoal-gw/shoal/acceptor/tlstest"
+	"github.com/shoal-gw/shoal/wire"
 )
 
 // tlsShard is a shard on a TLS port with a certificate from a CA made for
@@ -425,5 +426,32 @@ func TestTLSSlowConsumer(t *testing.T) {
 	}
 	if got == 0 || got >= sent {
 		t.Fatalf("received %d of %d messages before the close", got, sent)
+	}
+}
+
+// permessage-deflate over TLS: a compressed message is decrypted, then
+// inflated; the compressed answer is sealed.
+func TestTLSWithDeflate(t *testing.T) {
+	ts := startTLSShard(t, func(c *Config) { c.Compress = []string{"echo"} })
+	raw, err := tls.Dial("tcp", ts.addr, ts.ca.ClientConfig("127.0.0.1"))
+	must(t, err)
+	t.Cleanup(func() { raw.Close() })
+	req := "GET /ws/echo HTTP/1.1\r\nHost: " + ts.addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + deflateOffer + "\r\n\r\n"
+	_, err = io.WriteString(raw, req)
+	must(t, err)
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(raw)
+	resp, err := http.ReadResponse(br, nil)
+	must(t, err)
+	if resp.StatusCode != http.StatusSwitchingProtocols || !strings.HasPrefix(resp.Header.Get("Sec-WebSocket-Extensions"), "permessage-deflate") {
+		t.Fatalf("handshake: %s, extensions %q", resp.Status, resp.Header.Get("Sec-WebSocket-Extensions"))
+	}
+	tc := &testClient{t: t, c: raw, br: br}
+	text := bigText(40 << 10)
+	tc.raw(wire.AppendMaskedDeflatedFrame(nil, ws.OpText, testMask, text))
+	op, got, compressed := tc.readInflated()
+	if op != ws.OpText || !bytes.Equal(got, text) || !compressed {
+		t.Fatalf("echo: %v, %d bytes, compressed %v", op, len(got), compressed)
 	}
 }

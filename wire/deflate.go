@@ -24,6 +24,12 @@ const DeflateLevel = flate.BestSpeed
 // out plain (RFC 7692 lets any message be sent uncompressed).
 const MinDeflate = 64
 
+// DeflateWindowBits is log2 of the compressor's window (32 KiB). A peer
+// that decompresses with a narrower window (a smaller
+// server_max_window_bits) can take a compressed message only if it is no
+// longer than its window.
+const DeflateWindowBits = 15
+
 // Reasons of the failures of compressed input.
 const (
 	reasonInflateTooBig = "message too big once decompressed"
@@ -150,8 +156,8 @@ func (d *deflater) compress(p []byte) ([]byte, error) {
 //
 // With no context takeover the compressed form of p depends on p alone, so
 // one compressed frame serves every connection that negotiated the
-// extension with a window of at least len(p) bytes (back-references never
-// reach outside the message).
+// extension with a window of DeflateWindowBits, or of at least len(p)
+// bytes (back-references never reach outside the message).
 func AppendDeflatedFrame(dst []byte, op ws.OpCode, p []byte) ([]byte, bool) {
 	d := deflaters.Get().(*deflater)
 	defer deflaters.Put(d)
