@@ -187,14 +187,20 @@ func (c *TLSConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Seal encrypts p into a slice of its own, ready to be written to the socket.
-func (c *TLSConn) Seal(p []byte) ([]byte, error) {
-	// Records carry at most 29 bytes of overhead (TLS 1.2 AES-GCM); early
-	// records are about a segment long (crypto/tls's dynamic record sizing).
-	c.t.out = make([]byte, 0, len(p)+29*(len(p)/1024+1))
+// Seal appends to dst the records that carry p, ready to be written to
+// the socket. dst should have room for SealedLen(len(p)) bytes; it grows
+// otherwise.
+func (c *TLSConn) Seal(dst, p []byte) ([]byte, error) {
+	c.t.out = dst
 	_, err := c.tc.Write(p)
 	return c.Output(), err
 }
+
+// SealedLen is an upper bound on the bytes Seal produces for n bytes:
+// records carry at most 29 bytes of overhead (TLS 1.2 with AES-GCM), and
+// crypto/tls starts a connection with records of about one TCP segment
+// (dynamic record sizing) before it moves to 16 KiB ones.
+func SealedLen(n int) int { return n + 29*(n/1024+1) }
 
 // CloseNotify returns the close_notify alert that ends the sending side,
 // or nil when it was already produced.

@@ -90,7 +90,7 @@ func TestTLSUpgrade(t *testing.T) {
 	if string(plain[:got]) != "after the upgrade" {
 		t.Fatalf("decrypted %q", plain[:got])
 	}
-	sealed, err := u.TLS.Seal([]byte("answer"))
+	sealed, err := u.TLS.Seal(nil, []byte("answer"))
 	if err != nil {
 		t.Fatal(err)
 	}

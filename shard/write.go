@@ -8,6 +8,7 @@ import (
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
+	"github.com/shoal-gw/shoal/acceptor"
 	"github.com/shoal-gw/shoal/netpoll"
 	"github.com/shoal-gw/shoal/wire"
 )
@@ -121,6 +122,9 @@ func (c *conn) writeDirectLocked(frame []byte) {
 	switch {
 	case n == len(frame):
 		c.s.stats.framesOut.Add(1)
+		if c.tls != nil {
+			releaseSealed(frame)
+		}
 	case err == nil, errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
 		// The rest of this frame goes before anything queued meanwhile.
 		c.out = append([][]byte{frame}, c.out...)
@@ -185,7 +189,7 @@ func (c *conn) enqueueLocked(frame []byte) {
 // shared (fan-out); the sealed bytes are the connection's own. On failure
 // the connection is ended and ok is false.
 func (c *conn) sealLocked(frame []byte) (sealed []byte, ok bool) {
-	sealed, err := c.tls.Seal(frame)
+	sealed, err := c.tls.Seal(sealBuf(acceptor.SealedLen(len(frame))), frame)
 	if err != nil {
 		c.s.log.Debug("TLS seal failed", "conn", c.cid, "err", err)
 		c.out, c.outBytes, c.outOff = nil, 0, 0
@@ -338,6 +342,10 @@ func (c *conn) consumeLocked(n int) {
 			break
 		}
 		n -= rest
+		if c.tls != nil {
+			// Every entry of a TLS connection's queue is its own.
+			releaseSealed(c.out[i])
+		}
 		c.out[i] = nil
 		c.outOff = 0
 		i++
