@@ -93,7 +93,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&g.idleTimeout, "idle-timeout", shard.DefaultIdleTimeout, "silence after which a client is closed")
 	fs.Var(&g.allowedOrigins, "allowed-origins", "browser origins allowed besides the gateway's own host, comma separated (* for any);\n"+
 		"SERVICE=ORIGIN entries give a service a list of its own instead; the flag may be repeated")
-	fs.StringVar(&g.tlsCert, "tls-cert", "", "PEM certificate chain: serve wss:// and https:// on --addr (needs --tls-key; reloaded on SIGHUP)")
+	fs.StringVar(&g.tlsCert, "tls-cert", "", "PEM certificate chain: serve wss:// and https:// on --addr (needs --tls-key; a worker reloads it on SIGHUP, which serve sends on SIGUSR1 and SIGHUP)")
 	fs.StringVar(&g.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.Var(&g.compress, "compress", "services whose clients may negotiate permessage-deflate, comma separated, or all")
 }
