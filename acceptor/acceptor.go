@@ -46,7 +46,8 @@ type Config struct {
 	Wheel *netpoll.Wheel
 
 	// HandshakeTimeout bounds the time from accept to a complete request
-	// head (default 5s). It also bounds reading a plain HTTP request head.
+	// head (default 5s), the TLS handshake included. It also bounds
+	// reading a plain HTTP request head.
 	HandshakeTimeout time.Duration
 	// MaxHeaderBytes bounds the request head (default 8 KiB); a longer one
 	// is refused with 431.
