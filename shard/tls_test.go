@@ -292,8 +292,9 @@ func isClosed(err error) bool {
 }
 
 // A client speaking plain HTTP or plain WebSocket to the TLS port gets a
-// readable refusal, is closed, and is counted; the shard carries on.
-func TestTLSPortRefusesPlaintext(t *testing.T) {
+// readable refusal, is closed, and is counted, as is a TLS client whose
+// handshake fails; the shard carries on.
+func TestTLSPortRefusesBadClients(t *testing.T) {
 	ts := startTLSShard(t, nil)
 	c, err := net.Dial("tcp", ts.addr)
 	must(t, err)
@@ -320,6 +321,18 @@ func TestTLSPortRefusesPlaintext(t *testing.T) {
 		t.Fatalf("garbage: read %d, %v", n, err)
 	}
 	waitFor(t, "refusals counted", func() bool { return ts.s.Stats().Rejected["not_tls"] == 2 })
+
+	// A TLS client the server cannot agree with (TLS 1.1 only) is refused
+	// by crypto/tls with an alert, and counted.
+	old := ts.ca.ClientConfig("127.0.0.1")
+	old.MinVersion, old.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+	if c, err := tls.Dial("tcp", ts.addr, old); err == nil {
+		c.Close()
+		t.Fatal("a TLS 1.1 handshake succeeded")
+	} else if !strings.Contains(err.Error(), "protocol version") {
+		t.Fatalf("TLS 1.1 client: %v, want a protocol version alert", err)
+	}
+	waitFor(t, "the failed handshake counted", func() bool { return ts.s.Stats().Rejected["tls_handshake"] == 1 })
 	must(t, ts.dial(t).echo(ws.OpText, []byte("still serving")))
 }
 
