@@ -120,6 +120,19 @@ func startServe(t *testing.T, args ...string) *fleet {
 	return f
 }
 
+// waitExit waits for shoal serve to exit, after a SIGTERM, with status 0.
+func (f *fleet) waitExit() {
+	f.t.Helper()
+	select {
+	case err := <-f.exit:
+		if err != nil {
+			f.t.Fatalf("shoal serve exited with %v, want 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		f.t.Fatal("shoal serve did not exit within 30s of SIGTERM")
+	}
+}
+
 func (f *fleet) procs() []supervisor.Proc {
 	f.t.Helper()
 	resp, err := http.Get(f.admin + "/procs")
@@ -434,14 +447,7 @@ func TestServeFleet(t *testing.T) {
 			t.Fatalf("client %d on SIGTERM: %v, want close 1001", i, err)
 		}
 	}
-	select {
-	case err := <-f.exit:
-		if err != nil {
-			t.Fatalf("shoal serve exited with %v, want 0", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("shoal serve did not exit within 30s of SIGTERM")
-	}
+	f.waitExit()
 	for _, pid := range pids {
 		if syscall.Kill(pid, 0) == nil {
 			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(b), ") Z ") {

@@ -135,14 +135,7 @@ func TestServeTLS(t *testing.T) {
 	if err := f.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-f.exit:
-		if err != nil {
-			t.Fatalf("shoal serve exited with %v, want 0", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("shoal serve did not exit within 30s of SIGTERM")
-	}
+	f.waitExit()
 }
 
 // closeCode reads frames up to a close frame and returns its code. It
