@@ -2,7 +2,7 @@
 # steps that use them, installs what it needs itself).
 GO ?= go
 
-.PHONY: test check fmt vet unit peers conformance build clean
+.PHONY: test check fmt vet unit chromium peers conformance build clean
 
 test: check unit conformance
 
@@ -14,12 +14,27 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-unit: peers
+unit: peers chromium
 	$(GO) test -race -count=1 ./...
 
-# The bench peers are a module of their own, which ./... from here skips.
+# The chat page is tested in real headless Chromium (Debian's package);
+# install it when it is missing, with sudo only when not already root.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null 2>&1 || { echo "chromium is missing and there is no apt-get: install Chromium for the browser tests"; exit 1; }; \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "installing chromium for the chat page's browser tests"; \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	}
+
+# The bench peers are a module of their own, which ./... from here skips;
+# Centrifugo is required by a module of its own below it. Building it here
+# fills the go build cache for the bench tests that run it (the first build
+# on a machine takes a few minutes).
 peers:
 	cd bench/peers && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd bench/peers/centrifugo && $(GO) vet ./... && $(GO) build -o /dev/null github.com/centrifugal/centrifugo/v6
 
 # Autobahn|Testsuite against `shoal serve`; the HTML report lands in
 # autobahn-report/index.html.

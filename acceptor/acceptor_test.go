@@ -319,6 +319,8 @@ func TestAuthenticate(t *testing.T) {
 				return "alice", nil
 			case "banned":
 				return "", &RejectError{Status: http.StatusForbidden, Reason: "banned"}
+			case "old":
+				return "", &RejectError{Status: http.StatusUnauthorized, Reason: "token_expired", Err: errors.New("token expired")}
 			}
 			return "", errors.New("bad token")
 		}
@@ -329,6 +331,11 @@ func TestAuthenticate(t *testing.T) {
 	if resp := h.roundTrip(wsRequest("/ws/echo?token=banned")); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("banned: %d", resp.StatusCode)
 	}
+	// The client reads the rejection's own text, not the acceptor's wrapping.
+	resp := h.roundTrip(wsRequest("/ws/echo?token=old"))
+	if body, _ := io.ReadAll(io.LimitReader(resp.Body, 200)); resp.StatusCode != http.StatusUnauthorized || string(body) != "token expired" {
+		t.Fatalf("expired token: %d %q", resp.StatusCode, body)
+	}
 	if resp := h.roundTrip(wsRequest("/ws/echo", "Authorization: Bearer good\r\n")); resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("good token: %d", resp.StatusCode)
 	}
@@ -336,7 +343,9 @@ func TestAuthenticate(t *testing.T) {
 		t.Fatalf("user %q", u.User)
 	}
 	// A refusal is counted after its answer is written: wait for the count.
-	waitFor(t, func() bool { return h.rejections("auth") == 1 && h.rejections("banned") == 1 })
+	waitFor(t, func() bool {
+		return h.rejections("auth") == 1 && h.rejections("banned") == 1 && h.rejections("token_expired") == 1
+	})
 }
 
 func TestHandshakeTimeout(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
@@ -397,9 +398,12 @@ func (a *Acceptor) serve(cl client, head, rest []byte) {
 	case a.isDraining():
 		a.refuse(cl, http.StatusServiceUnavailable, "draining", "shutting down, connect again")
 		return
+	case !a.admitUpgrade(cl):
+		return
 	}
 	up, err := a.upgrade(cl, remote, service, rl.target, head)
 	if err != nil {
+		a.held.Add(-1)
 		// The upgrader has answered the client already.
 		var rej *RejectError
 		reason := "handshake"
@@ -424,8 +428,14 @@ func (a *Acceptor) serve(cl client, head, rest []byte) {
 
 // refuse answers a request with an error status and closes it.
 func (a *Acceptor) refuse(cl client, status int, reason, msg string) {
+	a.refuseAfter(cl, status, reason, msg, 0)
+}
+
+// refuseAfter is refuse with a Retry-After of retry (see
+// statusResponseAfter).
+func (a *Acceptor) refuseAfter(cl client, status int, reason, msg string, retry time.Duration) {
 	a.reject(reason)
-	cl.write(statusResponse(status, msg))
+	cl.write(statusResponseAfter(status, msg, retry))
 	a.closeFd(cl.fd, cl.remote)
 }
 
@@ -459,7 +469,12 @@ func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target s
 			if err != nil {
 				var rej *RejectError
 				if errors.As(err, &rej) {
-					return nil, h.refuse(rej.Status, rej.Reason, rej.Error())
+					// The client reads Err's text; Reason is for metrics.
+					msg := rej.Reason
+					if rej.Err != nil {
+						msg = rej.Err.Error()
+					}
+					return nil, h.refuse(rej.Status, rej.Reason, msg)
 				}
 				return nil, h.refuse(http.StatusUnauthorized, "auth", err.Error())
 			}
@@ -488,6 +503,9 @@ func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target s
 			w.Write(statusResponse(status, err.Error()))
 		}
 		return nil, &RejectError{Status: status, Reason: "handshake", Err: err}
+	}
+	if a.cfg.Authenticate != nil {
+		target = withoutToken(target)
 	}
 	up := &Upgraded{
 		Remote:   remote,
@@ -574,6 +592,33 @@ func (r *Request) Token() string {
 	return ""
 }
 
+// withoutToken returns a request target without its token parameters
+// (named "token" once unescaped, as Request.Token reads them), the rest
+// of the query left byte for byte as the client sent it.
+func withoutToken(target string) string {
+	path, query, ok := strings.Cut(target, "?")
+	if !ok {
+		return target
+	}
+	var kept []string
+	dropped := false
+	for part := range strings.SplitSeq(query, "&") {
+		key, _, _ := strings.Cut(part, "=")
+		if k, err := url.QueryUnescape(key); err == nil && k == "token" {
+			dropped = true
+			continue
+		}
+		kept = append(kept, part)
+	}
+	if !dropped {
+		return target
+	}
+	if len(kept) == 0 {
+		return path
+	}
+	return path + "?" + strings.Join(kept, "&")
+}
+
 // headConn is the io.ReadWriter the upgrader sees: the request head
 // already read, and the socket for the answer.
 type headConn struct {
@@ -622,8 +667,17 @@ func writeFull(fd int, p []byte) error {
 
 // statusResponse is a complete plain-text HTTP answer that closes the
 // connection.
-func statusResponse(status int, msg string) []byte {
+func statusResponse(status int, msg string) []byte { return statusResponseAfter(status, msg, 0) }
+
+// statusResponseAfter is statusResponse with, when retry is not 0, a
+// Retry-After of whole seconds, rounded up and at least one.
+func statusResponseAfter(status int, msg string, retry time.Duration) []byte {
 	body := msg + "\n"
-	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-		status, http.StatusText(status), len(body), body)
+	b := fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n",
+		status, http.StatusText(status), len(body))
+	if retry != 0 {
+		secs := max(int64((retry+time.Second-1)/time.Second), 1)
+		b = fmt.Appendf(b, "Retry-After: %d\r\n", secs)
+	}
+	return append(append(b, "\r\n"...), body...)
 }

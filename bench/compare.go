@@ -35,7 +35,7 @@ type Comparison struct {
 type Run struct {
 	// Name is the column heading: the target, or workers=N in a sweep.
 	Name string `json:"name"`
-	// Server is the target started: shoal, gorilla, nbio or gws.
+	// Server is the target started: shoal or one of PeerNames.
 	Server string `json:"server"`
 	// Workers is shoal's --workers; 0 for a peer.
 	Workers int     `json:"workers,omitempty"`
@@ -327,7 +327,7 @@ type runPlan struct {
 type multiOptions struct {
 	kind     string
 	scenario Scenario
-	path     string // the scenario's endpoint, appended to each target's URL
+	path     string // the scenario's endpoint, appended to each bench protocol target's URL
 	plan     []runPlan
 	baseline string
 	json     string
@@ -341,7 +341,7 @@ type multiOptions struct {
 // themselves, or own under the same name.
 func reservedFlags() map[string]bool {
 	return map[string]bool{"url": true, "admin": true, "server-pid": true, "json": true, "plot": true,
-		"child-index": true, "child-count": true, "workers": true}
+		"child-index": true, "child-count": true, "workers": true, "proto": true, "hmac-secret": true}
 }
 
 // scenarioFromArgs finds --scenario NAME among args before flag parsing,
@@ -372,7 +372,7 @@ func parseMulti(kind string, args []string, stderr io.Writer) (*multiOptions, er
 	)
 	fs.StringVar(&scName, "scenario", "", "scenario to run: "+strings.Join(scenarioNames(), ", "))
 	if kind == "compare" {
-		fs.StringVar(&targets, "targets", "shoal,"+strings.Join(PeerNames(), ","), "servers to run, in order, comma separated: shoal, "+strings.Join(PeerNames(), ", "))
+		fs.StringVar(&targets, "targets", "", "servers to run, in order, comma separated: shoal, "+strings.Join(PeerNames(), ", ")+" (default: shoal and every peer that serves the scenario, in that order)")
 		fs.StringVar(&workers, "workers", "2", "shoal's worker processes")
 	} else {
 		fs.StringVar(&workers, "workers", "1,2,4,8", "shoal worker counts to run, comma separated")
@@ -380,7 +380,7 @@ func parseMulti(kind string, args []string, stderr io.Writer) (*multiOptions, er
 	fs.StringVar(&mo.json, "json", "", "write every run's report and the ratios as JSON to `FILE`")
 	fs.StringVar(&mo.plot, "plot", "", "draw every run's latency curve and throughput on one SVG chart in `FILE`")
 	fs.StringVar(&mo.peersDir, "peers-dir", "", "the bench/peers module directory (default: found from the current directory upwards)")
-	fs.StringVar(&urlFlag, "url", "", "only its path is used: the endpoint appended to each target's address (default: the scenario's)")
+	fs.StringVar(&urlFlag, "url", "", "only its path is used: the endpoint appended to the address of each target that speaks the bench protocol (default: the scenario's)")
 
 	// The scenario's flags come next, under their own names, but for those
 	// compare sets itself; the client's --workers becomes --client-workers.
@@ -443,6 +443,9 @@ func parseMulti(kind string, args []string, stderr io.Writer) (*multiOptions, er
 		if len(counts) != 1 {
 			return nil, fmt.Errorf("%w: --workers: compare takes one count (sweep takes a list)", ErrUsage)
 		}
+		if targets == "" {
+			targets = strings.Join(defaultTargets(sc.Name()), ",")
+		}
 		seen := map[string]bool{}
 		for t := range strings.SplitSeq(targets, ",") {
 			if t = strings.TrimSpace(t); t == "" {
@@ -453,6 +456,9 @@ func parseMulti(kind string, args []string, stderr io.Writer) (*multiOptions, er
 			}
 			if seen[t] {
 				return nil, fmt.Errorf("%w: --targets: %q twice", ErrUsage, t)
+			}
+			if !speaks(targetProto(t), sc.Name()) {
+				return nil, fmt.Errorf("%w: --targets: %s has no %s scenario", ErrUsage, t, sc.Name())
 			}
 			seen[t] = true
 			p := runPlan{name: t, server: t}
@@ -472,6 +478,18 @@ func parseMulti(kind string, args []string, stderr io.Writer) (*multiOptions, er
 		mo.plan, mo.baseline = sweepPlan(counts)
 	}
 	return mo, nil
+}
+
+// defaultTargets are compare's targets when --targets is not given: shoal
+// and every peer that serves the scenario.
+func defaultTargets(scenario string) []string {
+	out := []string{shoalTarget}
+	for _, p := range PeerNames() {
+		if speaks(targetProto(p), scenario) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // parseCounts parses a comma list of distinct positive counts, at least one.
@@ -585,7 +603,11 @@ func preparePeers(ctx context.Context, cfg Config, mo *multiOptions) (map[string
 		return nil, nil, fmt.Errorf("%w: %w", ErrPeers, err)
 	}
 	cleanup := func() { os.RemoveAll(binDir) }
-	fmt.Fprintf(cfg.Stdout, "building %s from %s\n", strings.Join(names, ", "), dir)
+	note := ""
+	if slices.Contains(names, centrifugoTarget) {
+		note = " (the first build of Centrifugo on a machine takes a few minutes)"
+	}
+	fmt.Fprintf(cfg.Stdout, "building %s from %s%s\n", strings.Join(names, ", "), dir, note)
 	bins, err := BuildPeers(ctx, dir, binDir, names)
 	if err != nil {
 		cleanup()
@@ -601,9 +623,12 @@ func runOne(ctx context.Context, cfg Config, mo *multiOptions, p runPlan, exe, p
 		t   *Target
 		err error
 	)
-	if p.server == shoalTarget {
+	switch p.server {
+	case shoalTarget:
 		t, err = StartShoal(ctx, exe, p.workers)
-	} else {
+	case centrifugoTarget:
+		t, err = StartCentrifugo(ctx, peerBin, CentrifugoConfig{})
+	default:
 		t, err = StartPeer(ctx, p.server, peerBin)
 	}
 	if err != nil {
@@ -613,7 +638,14 @@ func runOne(ctx context.Context, cfg Config, mo *multiOptions, p runPlan, exe, p
 	}
 	run.URL = t.URL
 	fmt.Fprintf(cfg.Stdout, "== %s (%s) ==\n", p.name, t.URL)
-	args := []string{mo.scenario.Name(), "--url", t.URL + mo.path}
+	// A Centrifugo server has one endpoint for every scenario; --url's
+	// path is the bench protocol's.
+	path := mo.path
+	if t.Proto == ProtoCentrifugo {
+		path = CentrifugoPath
+	}
+	args := []string{mo.scenario.Name(), "--url", t.URL + path}
+	args = append(args, t.Args...)
 	if t.Admin != "" {
 		args = append(args, "--admin", t.Admin)
 	} else {

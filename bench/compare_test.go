@@ -174,6 +174,20 @@ func TestParseMulti(t *testing.T) {
 	if want := []runPlan{{"gorilla", "gorilla", 0}, {"shoal", "shoal", 3}}; !slices.Equal(mo.plan, want) {
 		t.Errorf("plan %v, want %v", mo.plan, want)
 	}
+	// By default every target that serves the scenario: Centrifugo has no echo.
+	for scenario, want := range map[string]string{"fanout": "shoal centrifugo gorilla nbio gws", "echo": "shoal gorilla nbio gws"} {
+		mo, err := parseMulti("compare", []string{"--scenario", scenario}, &stderr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, p := range mo.plan {
+			names = append(names, p.name)
+		}
+		if got := strings.Join(names, " "); got != want {
+			t.Errorf("%s: default targets %q, want %q", scenario, got, want)
+		}
+	}
 	slices.Sort(mo.scenarioArgs)
 	if want := []string{"--conns=40", "--procs=2", "--rooms=4", "--workers=6"}; !slices.Equal(mo.scenarioArgs, want) {
 		t.Errorf("scenario args %q, want %q", mo.scenarioArgs, want)
@@ -197,6 +211,7 @@ func TestParseMulti(t *testing.T) {
 		{"compare", []string{"--scenario", "dance"}, ErrUnknownScenario, "dance"},
 		{"compare", []string{"--scenario", "echo", "--targets", "shoal,nginx"}, ErrUsage, "nginx"},
 		{"compare", []string{"--scenario", "echo", "--targets", "gws,gws"}, ErrUsage, "twice"},
+		{"compare", []string{"--scenario", "echo", "--targets", "shoal,centrifugo"}, ErrUsage, "centrifugo has no echo"},
 		{"compare", []string{"--scenario", "echo", "--workers", "1,2"}, ErrUsage, "one count"},
 		{"compare", []string{"--scenario", "echo", "--conns", "0"}, ErrUsage, "--conns"},
 		{"sweep", []string{"--scenario", "echo", "--workers", "1,x"}, ErrUsage, "x"},
@@ -208,7 +223,7 @@ func TestParseMulti(t *testing.T) {
 		}
 	}
 	// The tool sets the target's address and server processes itself.
-	for _, f := range []string{"--admin", "--server-pid"} {
+	for _, f := range []string{"--admin", "--server-pid", "--proto", "--hmac-secret"} {
 		if _, err := parseMulti("compare", []string{"--scenario", "echo", f, "1"}, &stderr); err == nil {
 			t.Errorf("%s accepted", f)
 		}
@@ -391,5 +406,65 @@ func TestProcsMerge(t *testing.T) {
 	}
 	if l := rep.Latency["rtt"]; l == nil || l.Count != 200 {
 		t.Fatalf("merged rtt histogram %+v, want 200 values", l)
+	}
+}
+
+// TestCompareCentrifugo runs compare against shoal and the real
+// Centrifugo, built from its module, in connect and fanout: every
+// connection held, every delivery made once, and both servers' memory
+// read.
+func TestCompareCentrifugo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: this test builds shoal and Centrifugo and runs them")
+	}
+	// Built once here, so that compare's own build below is a cached one
+	// within runShoal's time limit even on a fresh machine.
+	centrifugoBinary(t)
+	exe := shoalBinary(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		scenario string
+		args     []string
+		check    func(t *testing.T, r *Run)
+	}{
+		{"connect", []string{"--conns", "20", "--hold", "1s"}, func(t *testing.T, r *Run) {
+			if c := r.Report.Conns; c.Established != 20 || c.Failed != 0 || c.Dropped != 0 {
+				t.Errorf("%s: conns %+v", r.Name, c)
+			}
+		}},
+		// 20 messages over 2 rooms of 10 members each: 200 deliveries.
+		{"fanout", []string{"--conns", "20", "--rooms", "2", "--pub-rate", "20", "--duration", "1s"}, func(t *testing.T, r *Run) {
+			m := r.Report.Messages
+			if m.Sent != 20 || m.Expected != 200 || m.Received != 200 || m.Lost != 0 || m.Duplicated != 0 {
+				t.Errorf("%s: messages %+v", r.Name, m)
+			}
+			if l := r.Report.Latency["delivery"]; l == nil || l.Count != 200 {
+				t.Errorf("%s: delivery latencies %+v", r.Name, l)
+			}
+		}},
+	} {
+		t.Run(tc.scenario, func(t *testing.T) {
+			jsonPath := filepath.Join(dir, tc.scenario+".json")
+			out := runShoal(t, exe, append([]string{"bench", "compare", "--scenario", tc.scenario, "--targets", "shoal,centrifugo", "--json", jsonPath}, tc.args...)...)
+			if !strings.Contains(out, "== centrifugo (ws://127.0.0.1:") {
+				t.Errorf("output lacks the centrifugo run:\n%s", out)
+			}
+			c := readComparisonFile(t, jsonPath)
+			if len(c.Runs) != 2 || c.Runs[1].Name != "centrifugo" {
+				t.Fatalf("runs %+v", c.Runs)
+			}
+			for _, r := range c.Runs {
+				if r.Error != "" || r.Report == nil {
+					t.Fatalf("%s: error %q", r.Name, r.Error)
+				}
+				tc.check(t, r)
+				if r.Report.Server == nil || len(r.Report.Server.PIDs) == 0 || r.Report.Server.AfterKiB == 0 {
+					t.Errorf("%s: server memory not measured: %+v", r.Name, r.Report.Server)
+				}
+			}
+			if cmd := strings.Join(c.Runs[1].Report.Command, " "); !strings.Contains(cmd, "--hmac-secret "+redacted) || !strings.Contains(cmd, CentrifugoPath) {
+				t.Errorf("centrifugo's command %q", cmd)
+			}
+		})
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"flag"
 	"time"
 
-	"github.com/gobwas/ws"
-
 	"github.com/shoal-gw/shoal/bench/client"
 )
 
@@ -46,12 +44,13 @@ func (s *connectScenario) Run(ctx context.Context, env *Env) error {
 	return env.Barrier(ctx, "held")
 }
 
-// idleHandler sends nothing; the engine answers the server's pings.
+// idleHandler sends nothing; the engine answers the server's WebSocket
+// pings, and the codec its protocol's own.
 type idleHandler struct{ env *Env }
 
 func (idleHandler) Open(*client.Conn) {}
 
-func (h idleHandler) Message(*client.Conn, ws.OpCode, []byte, int64) {
+func (h idleHandler) Event(*client.Conn, Event, int64) {
 	h.env.Stats.Received.Add(1)
 }
 

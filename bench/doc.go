@@ -1,6 +1,8 @@
 // Package bench is shoal bench: an open-loop load generator for WebSocket
-// servers that speak the bench protocol (/ws/echo and /ws/fanout), built on
-// the epoll client of bench/client.
+// servers that speak the bench protocol (/ws/echo and /ws/fanout) or
+// Centrifugo's client protocol, built on the epoll client of bench/client.
+// A Codec per protocol turns the scenarios' joins and publishes into
+// frames and the server's frames into events.
 //
 // A run is one Scenario (connect, echo, fanout; see Scenarios) executed by
 // one process or split over child processes (--procs) whose results the

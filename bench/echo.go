@@ -60,11 +60,11 @@ type echoHandler struct {
 
 func (h *echoHandler) Open(*client.Conn) {}
 
-func (h *echoHandler) Message(c *client.Conn, op ws.OpCode, p []byte, now int64) {
-	pl, ok := ParsePayload(p)
-	if !ok || op != ws.OpBinary {
+func (h *echoHandler) Event(c *client.Conn, ev Event, now int64) {
+	if ev.Kind != EventMessage {
 		return
 	}
+	pl := ev.Payload
 	ec := &h.conns[c.Index()]
 	if pl.Sender != uint64(h.off+c.Index()) {
 		ec.other++
@@ -119,6 +119,8 @@ func (s *echoScenario) Run(ctx context.Context, env *Env) error {
 				}
 				ec := &h.conns[i]
 				Payload{Time: due, Sender: uint64(off + i), Seq: ec.sent}.Put(buf)
+				// Only the bench protocol has an echo (see speaks): the
+				// message goes out as it is.
 				if err := c.Send(ws.OpBinary, buf); err != nil {
 					v, _ := sendErrs.LoadOrStore(sendCause(err), new(atomic.Uint64))
 					v.(*atomic.Uint64).Add(1)

@@ -2,7 +2,9 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,9 +20,11 @@ type Env struct {
 	Opts *Options
 	// Engine holds this process's connections.
 	Engine *client.Engine
-	Clock  Clock
-	Log    *slog.Logger
-	Stats  *Stats
+	// Codec speaks the target's protocol (--proto).
+	Codec Codec
+	Clock Clock
+	Log   *slog.Logger
+	Stats *Stats
 	// Report is this process's report; the scenario fills Messages and
 	// Fanout, the runner the rest.
 	Report *Report
@@ -136,9 +140,20 @@ func (e *Env) mainRecorder() *Recorder {
 	return e.recorders[e.main]
 }
 
-// ConnHandler is what a scenario handles of its connections; the ramp
-// counts opens, failures and handshake latency around it.
-type ConnHandler = client.Handler
+// ConnHandler is what a scenario handles of its connections, in the
+// terms of its Codec; the ramp counts opens, failures and handshake
+// latency around it. Its methods run like client.Handler's: never
+// concurrently for one connection, and they must not block for long.
+type ConnHandler interface {
+	// Open is called once the connection is usable: its WebSocket is open
+	// and the protocol's session, if it has one, established.
+	Open(c *client.Conn)
+	// Event is called for each event the codec decoded other than the
+	// session's: joins, messages, the unexpected.
+	Event(c *client.Conn, ev Event, now int64)
+	// Closed is called once when the connection ended (see client.Handler).
+	Closed(c *client.Conn, err error)
+}
 
 // StopConns closes every connection and waits until no handler runs, so
 // that the scenario can read what its handlers counted. Calling it twice is
@@ -148,16 +163,28 @@ func (e *Env) StopConns() {
 	_ = e.Engine.Close()
 }
 
-// rampHandler counts around a scenario's handler.
+// Connection states in a ramp, by index.
+const (
+	connDialed  uint8 = iota // dialed, not yet usable
+	connReady                // open and its session established
+	connRefused              // the server refused the session; counted as failed
+)
+
+// rampHandler is the client.Handler of a ramp's connections: it runs the
+// codec's session, counts around the scenario's handler and passes it the
+// decoded events.
 type rampHandler struct {
 	env       *Env
 	inner     ConnHandler
+	codec     Codec
 	handshake *Recorder
-	resolved  atomic.Int64
-	lastOpen  atomic.Int64
-	done      chan struct{}
-	target    int64
-	once      sync.Once
+	// state is written and read only by the handler of its connection.
+	state    []uint8
+	resolved atomic.Int64
+	lastOpen atomic.Int64
+	done     chan struct{}
+	target   int64
+	once     sync.Once
 }
 
 func (h *rampHandler) resolve() {
@@ -167,25 +194,76 @@ func (h *rampHandler) resolve() {
 }
 
 func (h *rampHandler) Open(c *client.Conn) {
+	ready, err := h.codec.Start(c)
+	if err != nil {
+		h.refuse(c, "session: "+sendCause(err))
+		return
+	}
+	if ready {
+		h.ready(c, c.Opened())
+	}
+}
+
+// ready counts c as established at now: the handshake is what it took
+// from the dial until the connection could be used.
+func (h *rampHandler) ready(c *client.Conn, now int64) {
+	h.state[c.Index()] = connReady
 	h.env.Stats.Established.Add(1)
-	h.handshake.Record(c.Opened() - c.Started())
-	h.lastOpen.Store(c.Opened())
+	h.handshake.Record(now - c.Started())
+	h.lastOpen.Store(now)
 	h.inner.Open(c)
 	h.resolve()
 }
 
+// refuse counts c as failed for cause and closes it.
+func (h *rampHandler) refuse(c *client.Conn, cause string) {
+	h.state[c.Index()] = connRefused
+	h.env.Stats.Failed.Add(1)
+	h.env.Stats.Fail(cause)
+	h.resolve()
+	c.Close()
+}
+
 func (h *rampHandler) Message(c *client.Conn, op ws.OpCode, p []byte, now int64) {
-	h.inner.Message(c, op, p, now)
+	h.codec.Decode(c, op, p, now, h)
+}
+
+// Event implements EventSink: the session's events are the ramp's, the
+// rest the scenario's.
+func (h *rampHandler) Event(wc WireConn, ev Event, now int64) {
+	c := wc.(*client.Conn)
+	switch st := h.state[c.Index()]; {
+	case ev.Kind == EventReady && st == connDialed:
+		h.ready(c, now)
+	case ev.Kind == EventRefused && st == connDialed:
+		h.refuse(c, ev.Cause)
+	case st == connReady:
+		h.inner.Event(c, ev, now)
+	}
 }
 
 func (h *rampHandler) Closed(c *client.Conn, err error) {
-	if c.Opened() == 0 {
+	switch h.state[c.Index()] {
+	case connDialed:
+		cause := client.Cause(err)
+		if c.Opened() != 0 {
+			// Closed after the upgrade: the session was refused, as
+			// Centrifugo does an invalid token, with close code 3500.
+			cause = "session: " + cause
+			var fe *client.FailError
+			if errors.As(err, &fe) && fe.Cause == client.CauseClosed && fe.Err != nil {
+				code, _, _ := strings.Cut(fe.Err.Error(), " ")
+				cause += " " + code
+			}
+		}
 		h.env.Stats.Failed.Add(1)
-		h.env.Stats.Fail(client.Cause(err))
+		h.env.Stats.Fail(cause)
 		h.resolve()
-	} else if err != nil && !h.env.Stats.Closing.Load() {
-		h.env.Stats.Dropped.Add(1)
-		h.env.Stats.Fail("dropped: " + client.Cause(err))
+	case connReady:
+		if err != nil && !h.env.Stats.Closing.Load() {
+			h.env.Stats.Dropped.Add(1)
+			h.env.Stats.Fail("dropped: " + client.Cause(err))
+		}
 	}
 	h.inner.Closed(c, err)
 }
@@ -193,15 +271,17 @@ func (h *rampHandler) Closed(c *client.Conn, err error) {
 // Ramp opens n connections at rate per second, paced open loop, with
 // indexes 0..n-1, and waits until each is open or failed (or ctx is done).
 // It returns the connections by index; failed dials leave nil. It records
-// handshake latencies (dial to checked 101) as "handshake", and the ramp's
-// duration and connect rate in the report.
+// handshake latencies as "handshake": from the dial until the connection
+// is usable, which is the checked 101 in the bench protocol and the
+// connect reply in Centrifugo's. The ramp's duration and connect rate go
+// in the report.
 func (e *Env) Ramp(ctx context.Context, n int, rate float64, h ConnHandler) []*client.Conn {
 	e.Stats.Target.Add(int64(n))
 	conns := make([]*client.Conn, n)
 	if n == 0 {
 		return conns
 	}
-	rh := &rampHandler{env: e, inner: h, handshake: e.Recorder("handshake"), done: make(chan struct{}), target: int64(n)}
+	rh := &rampHandler{env: e, inner: h, codec: e.Codec, handshake: e.Recorder("handshake"), state: make([]uint8, n), done: make(chan struct{}), target: int64(n)}
 	start := e.Clock.Now()
 	p := Pacer{Clock: e.Clock, Schedule: Schedule{Start: start, Rate: rate}, Limit: uint64(n)}
 	var mu sync.Mutex

@@ -1,15 +1,12 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"strconv"
 	"sync/atomic"
 	"time"
-
-	"github.com/gobwas/ws"
 
 	"github.com/shoal-gw/shoal/bench/client"
 )
@@ -66,20 +63,22 @@ type fanoutHandler struct {
 	members  []member
 	joined   atomic.Int64
 	joinDone chan struct{}
-	bad      atomic.Int64 // unexpected text replies
+	bad      atomic.Int64 // unexpected events
+	badCause atomic.Value // the first one's cause, a string
 }
 
 func (h *fanoutHandler) Open(c *client.Conn) {
 	m := &h.members[c.Index()]
-	if err := c.Send(ws.OpText, []byte("join "+roomName(m.room))); err != nil {
+	if err := h.env.Codec.Join(c, roomName(m.room)); err != nil {
 		h.env.Stats.Fail("join: " + sendCause(err))
 	}
 }
 
-func (h *fanoutHandler) Message(c *client.Conn, op ws.OpCode, p []byte, now int64) {
+func (h *fanoutHandler) Event(c *client.Conn, ev Event, now int64) {
 	m := &h.members[c.Index()]
-	if op == ws.OpText {
-		if bytes.Equal(p, []byte("joined "+roomName(m.room))) && !m.joined.Swap(true) {
+	switch ev.Kind {
+	case EventJoined:
+		if ev.Room == roomName(m.room) && !m.joined.Swap(true) {
 			h.joined.Add(1)
 			select {
 			case h.joinDone <- struct{}{}:
@@ -87,20 +86,25 @@ func (h *fanoutHandler) Message(c *client.Conn, op ws.OpCode, p []byte, now int6
 			}
 			return
 		}
-		h.bad.Add(1)
-		return
+		h.unexpected("joined " + ev.Room)
+	case EventMessage:
+		h.env.Stats.Got(now)
+		if ev.Payload.Sender != uint64(m.room) {
+			m.foreign++
+			return
+		}
+		m.track.See(ev.Payload.Seq)
+		h.delivery.Record(ev.Payload.Latency(now))
+	default:
+		h.unexpected(ev.Cause)
 	}
-	pl, ok := ParsePayload(p)
-	if !ok {
-		return
+}
+
+// unexpected counts an event the scenario did not ask for.
+func (h *fanoutHandler) unexpected(cause string) {
+	if h.bad.Add(1) == 1 {
+		h.badCause.Store(cause)
 	}
-	h.env.Stats.Got(now)
-	if pl.Sender != uint64(m.room) {
-		m.foreign++
-		return
-	}
-	m.track.See(pl.Seq)
-	h.delivery.Record(pl.Latency(now))
 }
 
 func (h *fanoutHandler) Closed(*client.Conn, error) {}
@@ -160,7 +164,7 @@ joined:
 			return
 		}
 		Payload{Time: due, Sender: uint64(r), Seq: fs.Published[r]}.Put(buf)
-		if err := conns[i].Send(ws.OpBinary, buf); err != nil {
+		if err := env.Codec.Publish(conns[i], roomName(r), buf); err != nil {
 			sendErrs++
 			return
 		}
@@ -209,7 +213,8 @@ joined:
 		env.Report.Errors = append(env.Report.Errors, fmt.Sprintf("%d publishes failed", sendErrs))
 	}
 	if b := h.bad.Load(); b > 0 {
-		env.Report.Errors = append(env.Report.Errors, fmt.Sprintf("%d unexpected text messages", b))
+		first, _ := h.badCause.Load().(string)
+		env.Report.Errors = append(env.Report.Errors, fmt.Sprintf("%d unexpected messages from the server, the first: %s", b, first))
 	}
 	return nil
 }

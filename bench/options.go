@@ -31,6 +31,10 @@ type Options struct {
 	Plot             string
 	HandshakeTimeout time.Duration
 	Workers          int
+	// Proto is the target's wire protocol, one of Protocols.
+	Proto string
+	// HMACSecret signs Centrifugo connection tokens.
+	HMACSecret string
 
 	// ChildIndex and ChildCount are set by a parent on its children.
 	ChildIndex, ChildCount int
@@ -48,6 +52,8 @@ func (o *Options) register(fs *flag.FlagSet, defaultRate float64, path string) {
 	fs.StringVar(&o.Plot, "plot", "", "draw the latency percentile curve and the throughput over time as SVG in `FILE`")
 	fs.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 10*time.Second, "limit on connect plus WebSocket handshake")
 	fs.IntVar(&o.Workers, "workers", 0, "goroutines that read and write connections (default 4 per CPU)")
+	fs.StringVar(&o.Proto, "proto", ProtoBench, "the target's protocol: "+ProtoBench+" (shoal and the bench peers) or "+ProtoCentrifugo+" (Centrifugo's client protocol; --url ws://HOST:PORT"+CentrifugoPath+")")
+	fs.StringVar(&o.HMACSecret, "hmac-secret", "", "with --proto "+ProtoCentrifugo+": the server's client.token.hmac_secret_key, to sign each connection's token (empty: no token, for client.insecure)")
 	fs.IntVar(&o.ChildIndex, "child-index", 0, "set by the parent process on its children")
 	fs.IntVar(&o.ChildCount, "child-count", 0, "set by the parent process on its children")
 }
@@ -72,6 +78,9 @@ func (o *Options) check() error {
 	}
 	if _, err := parsePIDs(o.ServerPIDs); err != nil {
 		return err
+	}
+	if !slices.Contains(Protocols(), o.Proto) {
+		return fmt.Errorf("%w: --proto %q (have %s)", ErrUsage, o.Proto, strings.Join(Protocols(), ", "))
 	}
 	return nil
 }

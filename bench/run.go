@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -41,7 +42,7 @@ type Config struct {
 // Usage is the usage text of shoal bench.
 func Usage() string {
 	var b strings.Builder
-	b.WriteString("Usage: shoal bench SCENARIO [flags]\n       shoal bench compare --scenario SCENARIO [--targets shoal,gorilla,nbio,gws] [flags]\n       shoal bench sweep --scenario SCENARIO [--workers 1,2,4,8] [flags]\n\nScenarios:\n")
+	b.WriteString("Usage: shoal bench SCENARIO [flags]\n       shoal bench compare --scenario SCENARIO [--targets shoal,centrifugo,gorilla,nbio,gws] [flags]\n       shoal bench sweep --scenario SCENARIO [--workers 1,2,4,8] [flags]\n\nScenarios:\n")
 	for _, s := range Scenarios() {
 		fmt.Fprintf(&b, "  %-8s %s\n", s.Name(), s.Summary())
 	}
@@ -86,6 +87,9 @@ func Main(ctx context.Context, cfg Config) (*Report, error) {
 	if err := opts.check(); err != nil {
 		return nil, err
 	}
+	if !speaks(opts.Proto, sc.Name()) {
+		return nil, fmt.Errorf("%w: a %s server has no %s scenario", ErrUsage, opts.Proto, sc.Name())
+	}
 	r := &runner{cfg: cfg, sc: sc, opts: &opts, flags: fs}
 	switch {
 	case opts.ChildCount > 0:
@@ -107,15 +111,46 @@ type runner struct {
 // header fills the parts of a report every mode shares.
 func (r *runner) header(rep *Report) {
 	rep.Scenario = r.sc.Name()
-	rep.Command = append([]string{"shoal", "bench"}, r.cfg.Args...)
+	rep.Command = redactArgs(append([]string{"shoal", "bench"}, r.cfg.Args...))
 	rep.Host = ThisHost()
 	rep.Target = r.opts.URL
 	rep.Options = make(map[string]any)
 	r.flags.VisitAll(func(f *flag.Flag) {
-		if f.Name != "child-index" && f.Name != "child-count" {
+		switch {
+		case f.Name == "child-index" || f.Name == "child-count":
+		case secretFlags[f.Name] && f.Value.String() != "":
+			rep.Options[f.Name] = redacted
+		default:
 			rep.Options[f.Name] = f.Value.String()
 		}
 	})
+}
+
+// secretFlags are the flags whose values a report does not show.
+var secretFlags = map[string]bool{"hmac-secret": true}
+
+// redacted stands for a secret flag's value in a report.
+const redacted = "(redacted)"
+
+// redactArgs returns args with the values of secretFlags replaced, in
+// both the --name=value and the --name value forms.
+func redactArgs(args []string) []string {
+	out := slices.Clone(args)
+	for i, a := range out {
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		name, _, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !secretFlags[name] {
+			continue
+		}
+		if hasVal {
+			out[i] = a[:strings.IndexByte(a, '=')+1] + redacted
+		} else if i+1 < len(out) {
+			out[i+1] = redacted
+		}
+	}
+	return out
 }
 
 // serverProcs resolves --server-pid and --admin into pids and roles.
@@ -283,8 +318,14 @@ func (r *runner) local(ctx context.Context, emit func(Progress), barrier func(co
 	if err != nil {
 		return nil, err
 	}
+	off, n := Share(r.opts.Conns, r.opts.ChildIndex, max(r.opts.ChildCount, 1))
+	codec, err := NewCodec(CodecConfig{Proto: r.opts.Proto, HMACSecret: r.opts.HMACSecret, Offset: off, Conns: n})
+	if err != nil {
+		eng.Close()
+		return nil, err
+	}
 	rep := &Report{Latency: map[string]*Latency{}, Started: time.Now(), Timeline: []Progress{}}
-	env := &Env{Opts: r.opts, Engine: eng, Clock: r.cfg.Clock, Log: r.cfg.Logger, Stats: &Stats{}, Report: rep, barrier: barrier}
+	env := &Env{Opts: r.opts, Engine: eng, Codec: codec, Clock: r.cfg.Clock, Log: r.cfg.Logger, Stats: &Stats{}, Report: rep, barrier: barrier}
 	meter := newCPUMeter()
 
 	stop := make(chan struct{})

@@ -20,12 +20,30 @@ import (
 // Target names that compare accepts besides the peers.
 const shoalTarget = "shoal"
 
-// PeerNames returns the peer servers of the bench/peers module, in the
+// PeerNames returns the peer servers built from bench/peers, in the
 // order compare runs them by default.
-func PeerNames() []string { return []string{"gorilla", "nbio", "gws"} }
+func PeerNames() []string { return []string{centrifugoTarget, "gorilla", "nbio", "gws"} }
 
 // isPeer reports whether name is one of PeerNames.
 func isPeer(name string) bool { return slices.Contains(PeerNames(), name) }
+
+// targetProto is the protocol the target called name speaks.
+func targetProto(name string) string {
+	if name == centrifugoTarget {
+		return ProtoCentrifugo
+	}
+	return ProtoBench
+}
+
+// peerBuild says where a peer is built from: the module directory below
+// bench/peers and the package to build there. Centrifugo is the server's
+// own main package, required as a tool by a module of its own.
+func peerBuild(name string) (dir, pkg string) {
+	if name == centrifugoTarget {
+		return centrifugoTarget, "github.com/centrifugal/centrifugo/v6"
+	}
+	return ".", "./" + name
+}
 
 // How long a target may take to come up, and to go down after SIGTERM
 // before it is killed. shoal serve waits up to 30s for its workers before
@@ -44,8 +62,13 @@ const (
 
 // Target is a server the tool started on a free loopback port, and stops.
 type Target struct {
-	// Name is the target's name: shoal, gorilla, nbio or gws.
+	// Name is the target's name: shoal or one of PeerNames.
 	Name string
+	// Proto is the protocol it speaks, one of Protocols.
+	Proto string
+	// Args are the scenario flags that speak to it (--proto and what that
+	// protocol needs).
+	Args []string
 	// URL is the base WebSocket URL, ws://127.0.0.1:PORT, without a path.
 	URL string
 	// Admin is shoal's admin endpoint (http://host:port); empty for peers.
@@ -59,6 +82,7 @@ type Target struct {
 	exited  chan struct{}
 	waitErr error // set before exited is closed
 	tmpDir  string
+	workDir string // the process's working directory; empty: the tool's
 
 	stopOnce sync.Once
 	stopErr  error
@@ -78,7 +102,7 @@ func StartShoal(ctx context.Context, exe string, workers int) (*Target, error) {
 	args := []string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
 		"--workers", strconv.Itoa(workers), "--services", "echo,fanout", "--admin", "127.0.0.1:0",
 		"--data", dir, "--log-format", "json", "--max-msg-rate", "-1", "--max-conns-per-ip", "-1"}
-	t := &Target{Name: shoalTarget, tmpDir: dir}
+	t := &Target{Name: shoalTarget, Proto: ProtoBench, tmpDir: dir}
 	err = t.start(ctx, exe, args, func(line []byte) (serving, bool) {
 		var rec struct{ Msg, WS, Admin string }
 		if json.Unmarshal(line, &rec) != nil || rec.Msg != "shoal serving" {
@@ -99,7 +123,7 @@ func StartShoal(ctx context.Context, exe string, workers int) (*Target, error) {
 // StartPeer starts the peer binary bin (one of PeerNames, built by
 // BuildPeers) on a free loopback port and waits until it listens.
 func StartPeer(ctx context.Context, name, bin string) (*Target, error) {
-	t := &Target{Name: name}
+	t := &Target{Name: name, Proto: ProtoBench}
 	err := t.start(ctx, bin, []string{"-addr", "127.0.0.1:0"}, func(line []byte) (serving, bool) {
 		addr, ok := bytes.CutPrefix(line, []byte("listening "))
 		if !ok {
@@ -136,6 +160,7 @@ func (t *Target) start(ctx context.Context, exe string, args []string, ready fun
 		}
 	}
 	cmd := exec.Command(exe, args...)
+	cmd.Dir = t.workDir
 	// A group of its own keeps the terminal's ^C away from the target (the
 	// tool stops it in order), and lets a kill reach shoal's workers too.
 	// Pdeathsig stops it should the tool die without stopping it.
@@ -293,8 +318,11 @@ func isPeersModule(dir string) bool {
 	return strings.HasSuffix(strings.TrimSpace(first), "/bench/peers")
 }
 
-// BuildPeers builds the named peers of the module in peersDir into binDir
-// with the go tool and returns each binary's path by name.
+// BuildPeers builds the named peers of the module in peersDir (and, for
+// centrifugo, of its own module below it) into binDir with the go tool and
+// returns each binary's path by name. The go tool's build cache keeps the
+// compiled packages, so only the first build on a machine is slow
+// (Centrifugo's: about two minutes on two cores).
 func BuildPeers(ctx context.Context, peersDir, binDir string, names []string) (map[string]string, error) {
 	if !isPeersModule(peersDir) {
 		return nil, fmt.Errorf("%w: %s is not the bench/peers module (no go.mod naming it)", ErrPeers, peersDir)
@@ -306,10 +334,12 @@ func BuildPeers(ctx context.Context, peersDir, binDir string, names []string) (m
 	out := make(map[string]string, len(names))
 	for _, name := range names {
 		bin := filepath.Join(binDir, name)
-		cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, "./"+name)
-		cmd.Dir = peersDir
+		sub, pkg := peerBuild(name)
+		dir := filepath.Join(peersDir, sub)
+		cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin, pkg)
+		cmd.Dir = dir
 		if b, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("%w: go build ./%s in %s: %v\n%s", ErrPeers, name, peersDir, err, b)
+			return nil, fmt.Errorf("%w: go build %s in %s: %v\n%s", ErrPeers, pkg, dir, err, b)
 		}
 		out[name] = bin
 	}

@@ -3,10 +3,13 @@ package bus_test
 import (
 	"errors"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/bus/bustest"
@@ -145,5 +148,60 @@ func TestConnectGivesUp(t *testing.T) {
 	l.Close()
 	if _, err := bus.Connect(bus.Config{URL: url, ConnectTimeout: 200 * time.Millisecond}); err == nil {
 		t.Fatal("Connect to nothing succeeded")
+	}
+}
+
+// QueueSubscribers names exactly the connections in the queue group on the
+// subject, once each, and forgets one that unsubscribed.
+func TestQueueSubscribers(t *testing.T) {
+	e := bustest.RunServer(t)
+	subject := bus.Subjects{}.Service("chat")
+	conn := func(name string) *nats.Conn {
+		nc, err := bus.Connect(bus.Config{URL: e.ClientURL(), Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	a, b := conn(bus.ServiceClientName("chat", 1)), conn(bus.ServiceClientName("chat", 2))
+	other, plain, wild := conn("other-queue"), conn("no-queue"), conn("wildcard")
+	subscribe := func(nc *nats.Conn, subject, queue string) {
+		if _, err := nc.QueueSubscribe(subject, queue, func(*nats.Msg) {}); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two subscriptions of one connection still name it once.
+	subscribe(a, subject, "chat")
+	subscribe(a, subject, "chat")
+	subscribe(b, subject, "chat")
+	subscribe(other, subject, "elsewhere")
+	subscribe(plain, subject, "")
+	subscribe(wild, "shoal.svc.*", "chat")
+	names, err := e.QueueSubscribers(subject, "chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(names)
+	if want := []string{"shoal-service-chat-1", "shoal-service-chat-2"}; !slices.Equal(names, want) {
+		t.Fatalf("subscribers %q, want %q", names, want)
+	}
+	b.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		names, err = e.QueueSubscribers(subject, "chat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(names, []string{"shoal-service-chat-1"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after one closed: %q", names)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -86,4 +87,11 @@ func Connect(cfg Config) (*nats.Conn, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ServiceClientName is the bus client name of the process pid running
+// service: unique per process, so that the supervisor can tell which of
+// its service processes have subscribed (Embedded.QueueSubscribers).
+func ServiceClientName(service string, pid int) string {
+	return "shoal-service-" + service + "-" + strconv.Itoa(pid)
 }

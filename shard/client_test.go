@@ -27,15 +27,21 @@ type testClient struct {
 
 func dialWS(t testing.TB, addr, target string) *testClient {
 	t.Helper()
-	tc, _ := dialWSHeaders(t, addr, target)
+	return dialWSWith(t, &net.Dialer{}, addr, target)
+}
+
+// dialWSWith is dialWS through d, for sockets with options of their own.
+func dialWSWith(t testing.TB, d *net.Dialer, addr, target string) *testClient {
+	t.Helper()
+	tc, _ := dialWSHeaders(t, d, addr, target)
 	return tc
 }
 
-// dialWSHeaders dials with extra request header lines ("Name: value") and
-// returns the handshake's response too.
-func dialWSHeaders(t testing.TB, addr, target string, headers ...string) (*testClient, *http.Response) {
+// dialWSHeaders dials through d with extra request header lines ("Name:
+// value") and returns the handshake's response too.
+func dialWSHeaders(t testing.TB, d *net.Dialer, addr, target string, headers ...string) (*testClient, *http.Response) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

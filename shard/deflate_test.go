@@ -2,6 +2,7 @@ package shard
 
 import (
 	"bytes"
+	"net"
 	"strings"
 	"testing"
 
@@ -19,7 +20,7 @@ const deflateOffer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_w
 // declined.
 func (h *harness) dialDeflate(target string, accepted bool, offer string) (*testClient, string) {
 	h.t.Helper()
-	tc, resp := dialWSHeaders(h.t, h.addr, target, offer)
+	tc, resp := dialWSHeaders(h.t, &net.Dialer{}, h.addr, target, offer)
 	ext := resp.Header.Get("Sec-WebSocket-Extensions")
 	switch {
 	case !accepted && ext != "":
@@ -122,11 +123,11 @@ func TestDeflateOff(t *testing.T) {
 	tc.expectClose(1002)
 	// Where it is on, an offer with a parameter RFC 7692 does not define
 	// is declined, and a valid one after it accepted.
-	_, resp := dialWSHeaders(t, h.addr, "/ws/other", "Sec-WebSocket-Extensions: permessage-deflate; flavour=mint")
+	_, resp := dialWSHeaders(t, &net.Dialer{}, h.addr, "/ws/other", "Sec-WebSocket-Extensions: permessage-deflate; flavour=mint")
 	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
 		t.Fatalf("invalid offer accepted: %q", ext)
 	}
-	_, resp = dialWSHeaders(t, h.addr, "/ws/other", "Sec-WebSocket-Extensions: permessage-deflate; flavour=mint, permessage-deflate")
+	_, resp = dialWSHeaders(t, &net.Dialer{}, h.addr, "/ws/other", "Sec-WebSocket-Extensions: permessage-deflate; flavour=mint, permessage-deflate")
 	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); !strings.HasPrefix(ext, "permessage-deflate") {
 		t.Fatalf("second, valid offer not accepted: %q", ext)
 	}
@@ -173,6 +174,6 @@ func TestDeflateFanout(t *testing.T) {
 
 func responseExt(t *testing.T, h *harness, param string) string {
 	t.Helper()
-	_, resp := dialWSHeaders(t, h.addr, "/ws/echo", "Sec-WebSocket-Extensions: permessage-deflate; "+param)
+	_, resp := dialWSHeaders(t, &net.Dialer{}, h.addr, "/ws/echo", "Sec-WebSocket-Extensions: permessage-deflate; "+param)
 	return resp.Header.Get("Sec-WebSocket-Extensions")
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/shoal-gw/shoal/acceptor"
 	"github.com/shoal-gw/shoal/acceptor/tlstest"
+	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/wire"
 )
 
@@ -397,48 +398,66 @@ func TestTLS12(t *testing.T) {
 // A TLS client that stops reading is closed with 1008 like any other, and
 // its stream stays whole: every record queued before the close frame is
 // still delivered, so once it reads again it decrypts all of them and
-// then the close.
+// then the close. Under drop-oldest too: a TLS queue holds sealed records,
+// none of which can be dropped, so the policy falls back to the close,
+// counted as a slow-consumer close and not as drops.
 func TestTLSSlowConsumer(t *testing.T) {
-	ts := startTLSShard(t, func(c *Config) { c.MaxQueue = 256 << 10; c.CloseTimeout = time.Minute })
-	wc := ts.dial(t)
-	cid := ts.event("open").Header.Get("Shoal-Conn")
-	if e := ts.command(cid, "join", map[string]string{"Shoal-Room": "firehose"}, nil); e != "" {
-		t.Fatal(e)
-	}
-	payload := bigText(32 << 10)
-	sent := 0
-	deadline := time.Now().Add(30 * time.Second)
-	for ts.s.stats.slowClosed.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no slow-client close after %d messages", sent)
-		}
-		must(t, ts.nc.Publish(ts.subj.Room("firehose"), payload))
-		sent++
-		if sent%16 == 0 {
-			must(t, ts.nc.Flush())
-		}
-	}
-	wc.conn.SetDeadline(time.Now().Add(30 * time.Second))
-	got := 0
-	for {
-		p, op, err := wsutil.ReadServerData(wc.rw)
-		var ce wsutil.ClosedError
-		if errors.As(err, &ce) {
-			if ce.Code != ws.StatusPolicyViolation {
-				t.Fatalf("close %d, want 1008", ce.Code)
+	for _, policy := range []SlowPolicy{SlowClose, SlowDropOldest} {
+		t.Run(policy.String(), func(t *testing.T) {
+			ts := startTLSShard(t, func(c *Config) {
+				c.MaxQueue = 256 << 10
+				c.CloseTimeout = time.Minute
+				c.SlowPolicy = policy
+			})
+			wc := ts.dial(t)
+			cid := ts.event("open").Header.Get("Shoal-Conn")
+			if e := ts.command(cid, "join", map[string]string{"Shoal-Room": "firehose"}, nil); e != "" {
+				t.Fatal(e)
 			}
-			break
-		}
-		if err != nil {
-			t.Fatalf("after %d of %d messages: %v", got, sent, err)
-		}
-		if op != ws.OpText || len(p) != len(payload) {
-			t.Fatalf("message %d: %v of %d bytes", got, op, len(p))
-		}
-		got++
-	}
-	if got == 0 || got >= sent {
-		t.Fatalf("received %d of %d messages before the close", got, sent)
+			payload := bigText(32 << 10)
+			sent := 0
+			deadline := time.Now().Add(30 * time.Second)
+			for ts.s.stats.serverCloses[closeSlow].Load() == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("no slow-client close after %d messages", sent)
+				}
+				must(t, ts.nc.Publish(ts.subj.Room("firehose"), payload))
+				sent++
+				if sent%16 == 0 {
+					must(t, ts.nc.Flush())
+				}
+			}
+			wc.conn.SetDeadline(time.Now().Add(30 * time.Second))
+			got := 0
+			for {
+				p, op, err := wsutil.ReadServerData(wc.rw)
+				var ce wsutil.ClosedError
+				if errors.As(err, &ce) {
+					if ce.Code != ws.StatusPolicyViolation {
+						t.Fatalf("close %d, want 1008", ce.Code)
+					}
+					break
+				}
+				if err != nil {
+					t.Fatalf("after %d of %d messages: %v", got, sent, err)
+				}
+				if op != ws.OpText || len(p) != len(payload) {
+					t.Fatalf("message %d: %v of %d bytes", got, op, len(p))
+				}
+				got++
+			}
+			if got == 0 || got >= sent {
+				t.Fatalf("received %d of %d messages before the close", got, sent)
+			}
+			closeEv := ts.event(bus.EventClose)
+			if code := closeEv.Header.Get(bus.HeaderCloseCode); code != "1008" {
+				t.Fatalf("close event with code %q, want 1008", code)
+			}
+			st := ts.s.Stats()
+			if st.ServerCloses["slow_consumer"] != 1 || st.Dropped[bus.DropQueueFull] != 0 {
+				t.Fatalf("stats: server closes %v, dropped %v", st.ServerCloses, st.Dropped)
+			}
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -41,12 +42,17 @@ func (s *Supervisor) reservePort() error {
 
 // Proc describes one process of the tree, as /procs lists them.
 type Proc struct {
-	Role     string `json:"role"`
-	PID      int    `json:"pid"`
-	Slot     int    `json:"slot"`
-	Shard    string `json:"shard,omitempty"`
-	Service  string `json:"service,omitempty"`
-	Restarts int    `json:"restarts"`
+	// Role is "supervisor", "worker" or "service".
+	Role string `json:"role"`
+	PID  int    `json:"pid"`
+	// Slot is a worker's number, or a service process's number among the
+	// processes of its service (0 to --services NAME=N minus 1).
+	Slot    int    `json:"slot"`
+	Shard   string `json:"shard,omitempty"`
+	Service string `json:"service,omitempty"`
+	// Restarts counts the times the slot's process died and was started
+	// again.
+	Restarts int `json:"restarts"`
 }
 
 // Procs lists the supervisor and its live children.
@@ -95,12 +101,21 @@ func (s *Supervisor) startAdmin() error {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
+	dir, temp, err := debugDirFor(s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	s.debugDir, s.debugTmp = dir, temp
+	s.debugRoutes(mux)
 	ln, err := net.Listen("tcp", s.cfg.Admin)
 	if err != nil {
 		return fmt.Errorf("supervisor: admin: %w", err)
 	}
+	if s.cfg.AdminToken == "" && !isLoopback(ln.Addr()) {
+		s.log.Warn("admin endpoint reachable beyond loopback without a token: set --admin-token-file", "admin", ln.Addr().String())
+	}
 	s.adminLn = ln
-	s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.admin = &http.Server{Handler: requireToken(s.cfg.AdminToken, mux), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = s.admin.Serve(ln) }()
 	return nil
 }
@@ -120,14 +135,16 @@ var (
 	descBytes    = prometheus.NewDesc("shoal_bytes_total", "Bytes on client sockets, by direction.", append(labels, "direction"), nil)
 	descMessages = prometheus.NewDesc("shoal_messages_total", "Messages, by direction (out counts each delivery).", append(labels, "direction"), nil)
 	descCloses   = prometheus.NewDesc("shoal_closes_total", "Connections ended, by close code.", append(labels, "code"), nil)
+	descSrvClose = prometheus.NewDesc("shoal_server_closes_total", "Connections a worker closed on its own, by reason (slow_consumer, flood, idle, too_big, protocol, invalid_utf8, bus_down).", append(labels, "reason"), nil)
+	descDropped  = prometheus.NewDesc("shoal_messages_dropped_total", "Messages dropped, by reason: rate_limit (from clients past their rate), queue_full (to slow clients of drop-oldest services).", append(labels, "reason"), nil)
 	descBusErr   = prometheus.NewDesc("shoal_bus_errors_total", "Failed bus operations on a worker.", labels, nil)
 	descBusDrop  = prometheus.NewDesc("shoal_bus_dropped_total", "Bus messages dropped because a worker fell behind.", labels, nil)
-	descRestarts = prometheus.NewDesc("shoal_child_restarts_total", "Children restarted after dying.", []string{"role", "slot"}, nil)
+	descRestarts = prometheus.NewDesc("shoal_child_restarts_total", "Children restarted after dying.", []string{"role", "service", "slot"}, nil)
 	descLastBeat = prometheus.NewDesc("shoal_worker_heartbeat_age_seconds", "Time since a worker's last life record.", labels, nil)
 )
 
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descRooms, descUpgrades, descRejected, descFrames, descWrites, descBytes, descMessages, descCloses, descBusErr, descBusDrop, descRestarts, descLastBeat} {
+	for _, d := range []*prometheus.Desc{descConns, descRooms, descUpgrades, descRejected, descFrames, descWrites, descBytes, descMessages, descCloses, descSrvClose, descDropped, descBusErr, descBusDrop, descRestarts, descLastBeat} {
 		ch <- d
 	}
 }
@@ -142,7 +159,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		sl.mu.Lock()
 		restarts := sl.restarts
 		sl.mu.Unlock()
-		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(restarts), string(sl.role), strconv.Itoa(sl.index))
+		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(restarts), string(sl.role), sl.name, strconv.Itoa(sl.index))
 	}
 	for _, sl := range workers {
 		p := sl.current()
@@ -180,7 +197,36 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		for code, n := range st.Closes {
 			counter(descCloses, n, code)
 		}
+		for reason, n := range st.ServerCloses {
+			counter(descSrvClose, n, reason)
+		}
+		for reason, n := range st.Dropped {
+			counter(descDropped, n, reason)
+		}
 		counter(descBusErr, st.BusErrors)
 		counter(descBusDrop, st.BusDropped)
 	}
+}
+
+// requireToken lets a request through when it carries the bearer token,
+// or when no token is configured. /healthz stays open for probes: it says
+// nothing but "ok".
+func requireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="shoal admin"`)
+			http.Error(w, "admin endpoint: missing or wrong bearer token", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

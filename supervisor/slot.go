@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,14 +24,16 @@ const (
 // upTimeout bounds the wait for a replacement worker's first life record.
 const upTimeout = 15 * time.Second
 
-// slot is one child the supervisor keeps running: worker i, or a service.
+// slot is one child the supervisor keeps running: worker i, or process i
+// of a service.
 // Its keep goroutine owns the process; other goroutines talk to it through
 // channels.
 type slot struct {
 	s     *Supervisor
 	role  role
-	index int
+	index int    // worker number, or the process's number among its service's
 	name  string // service name
+	ord   int    // the slot's position among all slots of its role: unique, so it names files
 
 	replaceCh chan chan error
 	stopCh    chan struct{}
@@ -47,15 +51,17 @@ type slot struct {
 type proc struct {
 	cmd     *exec.Cmd
 	shard   string
+	debug   string // the child's debug socket, "" without one
 	started time.Time
 	exited  chan struct{}
 	err     error // from Wait, valid once exited is closed
 }
 
-func (s *Supervisor) newSlot(r role, index int, name string) *slot {
+func (s *Supervisor) newSlot(r role, ord, index int, name string) *slot {
 	return &slot{
 		s:         s,
 		role:      r,
+		ord:       ord,
 		index:     index,
 		name:      name,
 		replaceCh: make(chan chan error),
@@ -68,7 +74,7 @@ func (sl *slot) label() string {
 	if sl.role == roleWorker {
 		return "worker " + strconv.Itoa(sl.index)
 	}
-	return "service " + sl.name
+	return "service " + sl.name + " " + strconv.Itoa(sl.index)
 }
 
 // launch starts a new process for the slot.
@@ -95,6 +101,10 @@ func (sl *slot) launch() (*proc, error) {
 		args = []string{"service", sl.name, "--nats", s.natsURL, "--prefix", s.subj.Prefix}
 		args = append(args, s.cfg.ServiceArgs...)
 	}
+	if s.debugDir != "" {
+		p.debug = filepath.Join(s.debugDir, fmt.Sprintf("%s-%d-%d.sock", sl.role, sl.ord, gen))
+		args = append(args, "--debug-socket", p.debug)
+	}
 	cmd := exec.Command(s.cfg.Exe, args...)
 	cmd.Stdout = s.cfg.Output
 	cmd.Stderr = s.cfg.Output
@@ -105,6 +115,10 @@ func (sl *slot) launch() (*proc, error) {
 	p.started = time.Now()
 	go func() {
 		p.err = cmd.Wait()
+		if p.debug != "" {
+			// A child that was killed leaves its socket behind.
+			_ = os.Remove(p.debug)
+		}
 		close(p.exited)
 	}()
 	s.log.Info("started", "child", sl.label(), "pid", cmd.Process.Pid, "shard", p.shard)

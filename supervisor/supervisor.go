@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,14 +54,21 @@ type Config struct {
 	NATSListen string
 	// NATSMaxPayload is the embedded server's max_payload (default 8 MiB).
 	NATSMaxPayload int32
-	// Admin is the admin endpoint's address (/metrics, /procs, /healthz);
-	// empty: none.
+	// Admin is the admin endpoint's address (/metrics, /procs, /healthz,
+	// /debug/pprof/); empty: none.
 	Admin string
+	// AdminToken, when set, is the bearer token every admin request but
+	// /healthz must carry.
+	AdminToken string
 	// TLS says the workers serve TLS on Addr (wss://), for the address
 	// announced when serving.
 	TLS bool
-	// Services are the bundled services to run, one process each.
+	// Services are the bundled services to run.
 	Services []string
+	// Instances is the number of processes of each service in Services
+	// (default 1). The processes of one service share its queue group, so
+	// NATS spreads the events across them; each is restarted on its own.
+	Instances map[string]int
 	// Routes are the service names clients may reach at /ws/<name>
 	// (default: Services).
 	Routes []string
@@ -95,6 +103,8 @@ type Supervisor struct {
 	addr     string
 	admin    *http.Server
 	adminLn  net.Listener
+	debugDir string // children's debug sockets; "" without an admin endpoint
+	debugTmp bool   // debugDir is a temporary directory of ours
 
 	mu      sync.Mutex
 	workers []*slot
@@ -136,6 +146,21 @@ func New(cfg Config) (*Supervisor, error) {
 	for _, name := range append(append([]string(nil), cfg.Services...), cfg.Routes...) {
 		if err := bus.ValidServiceName(name); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
+	seen := make(map[string]bool, len(cfg.Services))
+	for _, name := range cfg.Services {
+		if seen[name] {
+			return nil, fmt.Errorf("%w: service %q named twice", ErrConfig, name)
+		}
+		seen[name] = true
+	}
+	for name, n := range cfg.Instances {
+		if !seen[name] {
+			return nil, fmt.Errorf("%w: instances of %q, which is not among the services", ErrConfig, name)
+		}
+		if n < 1 {
+			return nil, fmt.Errorf("%w: %d instances of %q, want at least 1", ErrConfig, n, name)
 		}
 	}
 	if cfg.ShardPrefix == "" {
@@ -202,7 +227,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.log.Info("shoal serving",
 		"ws", scheme+s.addr+"/ws/<service>",
 		"workers", s.cfg.Workers,
-		"services", strings.Join(s.cfg.Services, ","),
+		"services", s.servicesText(),
 		"nats", s.natsURL,
 		"admin", s.adminURL())
 	<-ctx.Done()
@@ -210,6 +235,18 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	err := s.stop()
 	s.teardown()
 	return err
+}
+
+// servicesText lists the services as --services takes them.
+func (s *Supervisor) servicesText() string {
+	list := make([]string, len(s.cfg.Services))
+	for i, name := range s.cfg.Services {
+		list[i] = name
+		if n := s.instances(name); n > 1 {
+			list[i] += "=" + strconv.Itoa(n)
+		}
+	}
+	return strings.Join(list, ",")
 }
 
 // Addr is the gateway address the workers listen on (port resolved).
@@ -267,10 +304,12 @@ func (s *Supervisor) start() error {
 	s.spawn = newSpawner()
 	s.mu.Lock()
 	for _, name := range s.cfg.Services {
-		s.svcs = append(s.svcs, s.newSlot(roleService, len(s.svcs), name))
+		for i := range s.instances(name) {
+			s.svcs = append(s.svcs, s.newSlot(roleService, len(s.svcs), i, name))
+		}
 	}
 	for i := range s.cfg.Workers {
-		s.workers = append(s.workers, s.newSlot(roleWorker, i, ""))
+		s.workers = append(s.workers, s.newSlot(roleWorker, i, i, ""))
 	}
 	slots := append(append([]*slot(nil), s.svcs...), s.workers...)
 	s.mu.Unlock()
@@ -279,6 +318,14 @@ func (s *Supervisor) start() error {
 		go sl.keep()
 	}
 	return nil
+}
+
+// instances is the number of processes of service name.
+func (s *Supervisor) instances(name string) int {
+	if n := s.cfg.Instances[name]; n > 0 {
+		return n
+	}
+	return 1
 }
 
 func splitHostPort(addr string) (string, int, error) {
@@ -346,6 +393,9 @@ func (s *Supervisor) teardown() {
 	if s.reserved >= 0 {
 		closeFd(s.reserved)
 		s.reserved = -1
+	}
+	if s.debugTmp {
+		_ = os.RemoveAll(s.debugDir)
 	}
 }
 
@@ -422,33 +472,66 @@ func (s *Supervisor) awaitWorkers(ctx context.Context, limit time.Duration) {
 	}
 }
 
-// awaitServices waits until every bundled service subscribed to its
-// subject: core NATS drops what nobody listens to, so a client that
-// connected before its service was up would lose its first messages. Only
-// the embedded server can be asked for interest; with an external one the
-// wait is skipped.
+// awaitServices waits until every bundled service process subscribed to
+// its subject: core NATS drops what nobody listens to, so a client that
+// connected before its service was up would lose its first messages. With
+// several processes of one service in a queue group, interest in the
+// subject proves only that one of them is up, so each process is looked
+// for by its own bus client name (bus.ServiceClientName) among the
+// connections the server holds in the queue group. Only the embedded
+// server can be asked; with an external one the wait is skipped.
 func (s *Supervisor) awaitServices(ctx context.Context, limit time.Duration) {
 	if s.embedded == nil || len(s.cfg.Services) == 0 {
 		return
 	}
-	acc := s.embedded.Server().GlobalAccount()
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
+	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for _, name := range s.cfg.Services {
-		subject := s.subj.Service(name)
-		for !acc.SubscriptionInterest(subject) {
-			select {
-			case <-tick.C:
-			case <-deadline.C:
-				s.log.Warn("services not subscribed yet", "service", name, "waited", limit)
-				return
-			case <-ctx.Done():
-				return
-			}
+	for {
+		waiting := s.unsubscribed()
+		if len(waiting) == 0 {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			s.log.Warn("services not subscribed yet", "services", strings.Join(waiting, ", "), "waited", limit)
+			return
+		case <-ctx.Done():
+			return
 		}
 	}
+}
+
+// unsubscribed lists the service processes whose current process holds no
+// subscription in its service's queue group yet.
+func (s *Supervisor) unsubscribed() []string {
+	s.mu.Lock()
+	svcs := append([]*slot(nil), s.svcs...)
+	s.mu.Unlock()
+	subscribed := make(map[string]map[string]bool) // service -> client names
+	var waiting []string
+	for _, sl := range svcs {
+		names, ok := subscribed[sl.name]
+		if !ok {
+			// Bundled services use the default queue group: their name.
+			list, err := s.embedded.QueueSubscribers(s.subj.Service(sl.name), sl.name)
+			if err != nil {
+				s.log.Debug("service subscriptions", "err", err)
+			}
+			names = make(map[string]bool, len(list))
+			for _, n := range list {
+				names[n] = true
+			}
+			subscribed[sl.name] = names
+		}
+		p := sl.current()
+		if p == nil || !names[bus.ServiceClientName(sl.name, p.cmd.Process.Pid)] {
+			waiting = append(waiting, sl.label())
+		}
+	}
+	return waiting
 }
 
 // ReloadWorkers sends SIGHUP to every running worker, which reloads its TLS

@@ -35,7 +35,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "serve":
-		err = runServe(args[1:], stderr)
+		err = runServe(args[1:], stdout, stderr)
 	case "worker":
 		err = runWorker(args[1:], stderr)
 	case "service":

@@ -58,7 +58,27 @@ type fleet struct {
 	ws    string // ws://host:port
 	admin string // http://host:port
 	nats  string // the bus's client URL
+	data  string // the --data directory
 	exit  chan error
+	// adminToken is the admin endpoint's bearer token, if it wants one.
+	adminToken string
+}
+
+// adminGet fetches a path of the admin endpoint.
+func (f *fleet) adminGet(path string) *http.Response {
+	f.t.Helper()
+	req, err := http.NewRequest("GET", f.admin+path, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if f.adminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+f.adminToken)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return resp
 }
 
 func startServe(t *testing.T, args ...string) *fleet {
@@ -67,8 +87,9 @@ func startServe(t *testing.T, args ...string) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
+	data := t.TempDir()
 	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
-		"--admin", "127.0.0.1:0", "--data", t.TempDir(), "--log-format", "json"}, args...)
+		"--admin", "127.0.0.1:0", "--data", data, "--log-format", "json"}, args...)
 	cmd := exec.Command(exe, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -78,7 +99,7 @@ func startServe(t *testing.T, args ...string) *fleet {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	f := &fleet{t: t, cmd: cmd, exit: make(chan error, 1)}
+	f := &fleet{t: t, cmd: cmd, data: data, exit: make(chan error, 1)}
 	ready := make(chan struct{})
 	var logs bytes.Buffer
 	var logMu sync.Mutex
@@ -135,10 +156,7 @@ func (f *fleet) waitExit() {
 
 func (f *fleet) procs() []supervisor.Proc {
 	f.t.Helper()
-	resp, err := http.Get(f.admin + "/procs")
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	resp := f.adminGet("/procs")
 	defer resp.Body.Close()
 	var ps []supervisor.Proc
 	if err := json.NewDecoder(resp.Body).Decode(&ps); err != nil {
@@ -159,13 +177,29 @@ func (f *fleet) workers() map[int]supervisor.Proc {
 
 func (f *fleet) metrics() string {
 	f.t.Helper()
-	resp, err := http.Get(f.admin + "/metrics")
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	resp := f.adminGet("/metrics")
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// watch collects the events shards publish to a service, beside the
+// service itself.
+func (f *fleet) watch(service string) <-chan *nats.Msg {
+	f.t.Helper()
+	nc, err := nats.Connect(f.nats)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(nc.Close)
+	events := make(chan *nats.Msg, 256)
+	if _, err := nc.ChanSubscribe(bus.Subjects{}.Service(service), events); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		f.t.Fatal(err)
+	}
+	return events
 }
 
 // metricSum adds up the samples of the series starting with prefix.
@@ -240,6 +274,29 @@ func socketInodes(pid int) map[string]bool {
 		}
 	}
 	return out
+}
+
+// owners maps each client, by its index in ports (the clients' own
+// ports), to the pid of the worker holding its connection to port.
+func owners(t *testing.T, workers map[int]supervisor.Proc, port int, ports []int) map[int]int {
+	t.Helper()
+	owner := make(map[int]int)
+	socks := tcpSockets(t)
+	for pid := range workers {
+		inodes := socketInodes(pid)
+		byPort := make(map[int]bool)
+		for _, s := range socks {
+			if !s.listen && s.local == port && inodes[s.inode] {
+				byPort[s.remote] = true
+			}
+		}
+		for i, p := range ports {
+			if byPort[p] {
+				owner[i] = pid
+			}
+		}
+	}
+	return owner
 }
 
 // tcpSocket is a line of /proc/net/tcp.
@@ -350,22 +407,11 @@ func TestServeFleet(t *testing.T) {
 	}
 
 	// Which worker holds which client.
-	owner := make(map[int]int) // client index -> worker pid
-	socks = tcpSockets(t)
-	for pid := range workers {
-		inodes := socketInodes(pid)
-		byPort := make(map[int]bool)
-		for _, s := range socks {
-			if !s.listen && s.local == port && inodes[s.inode] {
-				byPort[s.remote] = true
-			}
-		}
-		for i, c := range clients {
-			if byPort[c.localPort()] {
-				owner[i] = pid
-			}
-		}
+	ports := make([]int, n)
+	for i, c := range clients {
+		ports[i] = c.localPort()
 	}
+	owner := owners(t, workers, port, ports)
 	held := make(map[int]int)
 	for _, pid := range owner {
 		held[pid]++

@@ -5,11 +5,14 @@ import (
 	"flag"
 	"io"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/shoal-gw/shoal/acceptor"
+	"github.com/shoal-gw/shoal/auth"
 	"github.com/shoal-gw/shoal/bus"
+	"github.com/shoal-gw/shoal/service/chat/web"
 	"github.com/shoal-gw/shoal/shard"
 )
 
@@ -22,6 +25,8 @@ func runWorker(args []string, stderr io.Writer) error {
 		services listFlag
 		gw       gatewayFlags
 		logs     logFlags
+		keyFile  string
+		debug    string
 	)
 	fs.StringVar(&cfg.ID, "shard", "", "shard id on the bus (required)")
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address to listen on, shared through SO_REUSEPORT")
@@ -29,6 +34,8 @@ func runWorker(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Prefix, "prefix", "shoal", "NATS subject prefix")
 	fs.Var(&services, "services", "service names clients may reach, comma separated")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", shard.DefaultDrainTimeout, "how long to wait for clients to close on SIGTERM")
+	fs.StringVar(&keyFile, "token-key-file", "", "key file that checks the clients' tokens (default: no tokens; every client is anonymous)")
+	fs.StringVar(&debug, "debug-socket", "", "unix socket to serve /debug/pprof on, for the admin endpoint of serve")
 	gw.register(fs)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -37,10 +44,18 @@ func runWorker(args []string, stderr io.Writer) error {
 	if cfg.ID == "" {
 		return usageError("worker: --shard is required")
 	}
+	if err := gw.checkServices(services); err != nil {
+		return err
+	}
 	log, err := logs.logger(stderr)
 	if err != nil {
 		return err
 	}
+	stopDebug, err := serveDebug(debug, log)
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
 	gw.apply(&cfg)
 	keys, err := gw.keyPair()
 	if err != nil {
@@ -50,6 +65,18 @@ func runWorker(args []string, stderr io.Writer) error {
 		cfg.TLS = acceptor.ServerTLSConfig(keys)
 	}
 	cfg.Services = services
+	if slices.Contains(services, "chat") {
+		// The chat's page, on the gateway's own port.
+		cfg.HTTP = web.Handler()
+	}
+	if keyFile != "" {
+		// Read once: tokens are checked with the key in memory.
+		key, err := auth.LoadKey(keyFile)
+		if err != nil {
+			return err
+		}
+		cfg.Authenticate = tokenAuthenticator(key)
+	}
 	cfg.Logger = log
 	nc, err := bus.Connect(bus.Config{URL: natsURL, Name: "shoal-worker-" + cfg.ID, Logger: log, ConnectTimeout: 10 * time.Second})
 	if err != nil {
