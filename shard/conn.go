@@ -89,6 +89,7 @@ type conn struct {
 	msgBucket   int64      // the MaxMessageRate bucket (netpoll.Rate)
 	drops       *dropState // nil until the shard drops a message of this connection
 	outOff      int32      // bytes of out[0] already written
+	sealed      int32      // TLS: out[:sealed] are sealed records, the rest frames to seal
 	outBytes    int        // bytes queued
 	out         [][]byte   // frames waiting for the socket; nil when empty
 	user        string

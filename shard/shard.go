@@ -636,7 +636,7 @@ func (c *conn) terminate() {
 	if code == 0 {
 		code = 1006
 	}
-	c.out, c.outBytes, c.outOff = nil, 0, 0
+	c.clearQueueLocked()
 	_ = s.poller.Del(int(c.fd))
 	if c.refs == 0 && !c.fdClosed {
 		c.fdClosed = true

@@ -396,68 +396,93 @@ func TestTLS12(t *testing.T) {
 }
 
 // A TLS client that stops reading is closed with 1008 like any other, and
-// its stream stays whole: every record queued before the close frame is
-// still delivered, so once it reads again it decrypts all of them and
-// then the close. Under drop-oldest too: a TLS queue holds sealed records,
-// none of which can be dropped, so the policy falls back to the close,
-// counted as a slow-consumer close and not as drops.
+// its stream stays whole: the records sealed before the close frame are
+// still delivered (the frames not yet sealed are dropped, as for a plain
+// client), so once it reads again it decrypts all of them and then the
+// close.
 func TestTLSSlowConsumer(t *testing.T) {
-	for _, policy := range []SlowPolicy{SlowClose, SlowDropOldest} {
-		t.Run(policy.String(), func(t *testing.T) {
-			ts := startTLSShard(t, func(c *Config) {
-				c.MaxQueue = 256 << 10
-				c.CloseTimeout = time.Minute
-				c.SlowPolicy = policy
-			})
-			wc := ts.dial(t)
-			cid := ts.event("open").Header.Get("Shoal-Conn")
-			if e := ts.command(cid, "join", map[string]string{"Shoal-Room": "firehose"}, nil); e != "" {
-				t.Fatal(e)
+	ts := startTLSShard(t, func(c *Config) { c.MaxQueue = 256 << 10; c.CloseTimeout = time.Minute })
+	wc := ts.dial(t)
+	cid := ts.event("open").Header.Get("Shoal-Conn")
+	if e := ts.command(cid, "join", map[string]string{"Shoal-Room": "firehose"}, nil); e != "" {
+		t.Fatal(e)
+	}
+	payload := bigText(32 << 10)
+	sent := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for ts.s.stats.serverCloses[closeSlow].Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no slow-client close after %d messages", sent)
+		}
+		must(t, ts.nc.Publish(ts.subj.Room("firehose"), payload))
+		sent++
+		if sent%16 == 0 {
+			must(t, ts.nc.Flush())
+		}
+	}
+	wc.conn.SetDeadline(time.Now().Add(30 * time.Second))
+	got := 0
+	for {
+		p, op, err := wsutil.ReadServerData(wc.rw)
+		var ce wsutil.ClosedError
+		if errors.As(err, &ce) {
+			if ce.Code != ws.StatusPolicyViolation {
+				t.Fatalf("close %d, want 1008", ce.Code)
 			}
-			payload := bigText(32 << 10)
-			sent := 0
-			deadline := time.Now().Add(30 * time.Second)
-			for ts.s.stats.serverCloses[closeSlow].Load() == 0 {
-				if time.Now().After(deadline) {
-					t.Fatalf("no slow-client close after %d messages", sent)
-				}
-				must(t, ts.nc.Publish(ts.subj.Room("firehose"), payload))
-				sent++
-				if sent%16 == 0 {
-					must(t, ts.nc.Flush())
-				}
-			}
-			wc.conn.SetDeadline(time.Now().Add(30 * time.Second))
-			got := 0
-			for {
-				p, op, err := wsutil.ReadServerData(wc.rw)
-				var ce wsutil.ClosedError
-				if errors.As(err, &ce) {
-					if ce.Code != ws.StatusPolicyViolation {
-						t.Fatalf("close %d, want 1008", ce.Code)
-					}
-					break
-				}
-				if err != nil {
-					t.Fatalf("after %d of %d messages: %v", got, sent, err)
-				}
-				if op != ws.OpText || len(p) != len(payload) {
-					t.Fatalf("message %d: %v of %d bytes", got, op, len(p))
-				}
-				got++
-			}
-			if got == 0 || got >= sent {
-				t.Fatalf("received %d of %d messages before the close", got, sent)
-			}
-			closeEv := ts.event(bus.EventClose)
-			if code := closeEv.Header.Get(bus.HeaderCloseCode); code != "1008" {
-				t.Fatalf("close event with code %q, want 1008", code)
-			}
-			st := ts.s.Stats()
-			if st.ServerCloses["slow_consumer"] != 1 || st.Dropped[bus.DropQueueFull] != 0 {
-				t.Fatalf("stats: server closes %v, dropped %v", st.ServerCloses, st.Dropped)
-			}
-		})
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d of %d messages: %v", got, sent, err)
+		}
+		if op != ws.OpText || len(p) != len(payload) {
+			t.Fatalf("message %d: %v of %d bytes", got, op, len(p))
+		}
+		got++
+	}
+	if got == 0 || got >= sent {
+		t.Fatalf("received %d of %d messages before the close", got, sent)
+	}
+	if code := ts.event(bus.EventClose).Header.Get(bus.HeaderCloseCode); code != "1008" {
+		t.Fatalf("close event with code %q, want 1008", code)
+	}
+	if st := ts.s.Stats(); st.ServerCloses["slow_consumer"] != 1 {
+		t.Fatalf("server closes %v", st.ServerCloses)
+	}
+}
+
+// drop-oldest over TLS: frames are sealed only when they are written, so
+// the ones dropped never took a sequence number, and a client that did
+// not read keeps its connection and a stream its TLS accepts. When it
+// reads again it gets whole messages, in order, ending with the newest,
+// and the service heard how many were dropped.
+func TestTLSDropOldest(t *testing.T) {
+	ts := startTLSShard(t, func(c *Config) {
+		c.MaxQueue = 64 << 10
+		c.SlowPolicy = SlowDropOldest
+	})
+	wc := ts.dial(t)
+	cid := ts.event(bus.EventOpen).Header.Get(bus.HeaderConn)
+	if e := ts.command(cid, bus.CmdJoin, map[string]string{bus.HeaderRoom: "prices"}, nil); e != "" {
+		t.Fatal(e)
+	}
+	size := ts.publishRising("prices")
+	wc.conn.SetDeadline(time.Now().Add(30 * time.Second))
+	received := readRising(t, size, func() (ws.OpCode, []byte) {
+		p, op, err := wsutil.ReadServerData(wc.rw)
+		if err != nil {
+			t.Fatalf("TLS stream broken: %v", err)
+		}
+		return op, p
+	})
+	dropped := risingCount - received
+	ts.awaitDropped(cid, dropped)
+	st := ts.s.Stats()
+	if st.Dropped[bus.DropQueueFull] != uint64(dropped) || st.ServerCloses["slow_consumer"] != 0 {
+		t.Fatalf("stats: dropped %v, server closes %v", st.Dropped, st.ServerCloses)
+	}
+	// Still open, and the stream still decrypts both ways.
+	if err := wc.echo(ws.OpText, []byte("still here")); err != nil {
+		t.Fatal(err)
 	}
 }
 
