@@ -134,3 +134,39 @@ func TestTLSHandshakeLimit(t *testing.T) {
 	}
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
 }
+
+// A full worker's 503 with Retry-After reaches a TLS client as an answer
+// it can read, through TLS, and is counted like a plain one.
+func TestTLSMaxConns(t *testing.T) {
+	h, ca := tlsHarness(t, func(c *Config) { c.MaxConns = 1 })
+	roundTrip := func() *http.Response {
+		c, err := tls.Dial("tcp", h.addr, ca.ClientConfig("127.0.0.1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, wsRequest("/ws/echo")); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if resp := roundTrip(); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("first handshake: %s", resp.Status)
+	}
+	u := <-h.upgraded
+	resp := roundTrip()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "5" {
+		t.Fatalf("second handshake: %s, Retry-After %q; want 503 with Retry-After 5", resp.Status, resp.Header.Get("Retry-After"))
+	}
+	waitFor(t, func() bool { return h.rejections("max_conns") == 1 })
+	h.release(u)
+	if resp := roundTrip(); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake after a release: %s", resp.Status)
+	}
+	h.release(<-h.upgraded)
+}
