@@ -61,35 +61,46 @@ func TestRateLimitDrops(t *testing.T) {
 		c.MaxMessageRate, c.MaxMessageBurst, c.MaxMessageDrops = rate, burst, -1
 	})
 	tc, cid := h.connect("/ws/echo")
-	start := time.Now()
-	for i := range sent {
-		tc.send(ws.OpText, true, []byte(strconv.Itoa(i)))
-	}
 	delivered, dropped, drops := 0, 0, 0
 	deadline := time.After(10 * time.Second)
-	for delivered+dropped < sent {
-		select {
-		case m := <-h.evs:
-			switch m.Header.Get(bus.HeaderEvent) {
-			case bus.EventMessage:
-				delivered++
-			case bus.EventDropped:
-				if m.Header.Get(bus.HeaderConn) != cid {
-					t.Fatalf("dropped event for %s", m.Header.Get(bus.HeaderConn))
+	collect := func(done func() bool) {
+		t.Helper()
+		for !done() {
+			select {
+			case m := <-h.evs:
+				switch m.Header.Get(bus.HeaderEvent) {
+				case bus.EventMessage:
+					delivered++
+				case bus.EventDropped:
+					if m.Header.Get(bus.HeaderConn) != cid {
+						t.Fatalf("dropped event for %s", m.Header.Get(bus.HeaderConn))
+					}
+					dropped += dropCount(t, m, bus.DropRateLimit)
+					drops++
 				}
-				dropped += dropCount(t, m, bus.DropRateLimit)
-				drops++
+			case <-deadline:
+				t.Fatalf("%d delivered and %d dropped of %d", delivered, dropped, sent)
 			}
-		case <-deadline:
-			t.Fatalf("%d delivered and %d dropped of %d", delivered, dropped, sent)
 		}
 	}
+	start := time.Now()
+	// The burst passes and the next message is dropped, which is reported
+	// at once. The report carries what was dropped by the time it goes
+	// out, so the rest of the flood waits for it.
+	for i := range burst + 1 {
+		tc.send(ws.OpText, true, []byte(strconv.Itoa(i)))
+	}
+	collect(func() bool { return drops == 1 })
+	for i := burst + 1; i < sent; i++ {
+		tc.send(ws.OpText, true, []byte(strconv.Itoa(i)))
+	}
+	collect(func() bool { return delivered+dropped >= sent })
 	elapsed := time.Since(start)
 	if most := burst + int(elapsed.Seconds()*rate) + 1; delivered > most || delivered < burst {
 		t.Fatalf("%d delivered in %v, want %d to %d", delivered, elapsed, burst, most)
 	}
-	// One report at once and the rest together a second later; a slow
-	// machine may split them further, one a second at most.
+	// The first report at once and the rest together a second later; a
+	// slow machine may split them further, one a second at most.
 	if drops < 2 || drops > 2+int(elapsed.Seconds()) {
 		t.Fatalf("%d dropped events in %v", drops, elapsed)
 	}
