@@ -214,6 +214,11 @@ func (l *soakLoad) check(t *testing.T, f *fleet) {
 	if f.metricSum(`shoal_messages_dropped_total{reason="rate_limit"`) == 0 {
 		t.Errorf("no message was dropped for its rate")
 	}
+	// The chat tells a client of its dropped messages, and a client
+	// that slowed down is served again.
+	if l.notices.Load() == 0 || l.pongsAfter.Load() == 0 {
+		t.Errorf("%d soft floods: %d rate_limited notices, %d served again; want some of each", l.softFloods.Load(), l.notices.Load(), l.pongsAfter.Load())
+	}
 	// Nothing else closes a slow reader: it is not idle long enough, nor
 	// does it flood.
 	ended, slow := l.slowClosed.Load()+l.slowEnded.Load(), f.metricSum(`shoal_server_closes_total{reason="slow_consumer"`)
