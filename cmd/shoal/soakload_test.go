@@ -122,7 +122,6 @@ type soakFrame struct {
 		Seq  uint64 `json:"seq"`
 		Text string `json:"text"`
 	} `json:"messages"`
-	Epoch string `json:"epoch"`
 }
 
 var (
@@ -148,7 +147,7 @@ type soakConn struct {
 	closeCode int
 }
 
-// dialSoak connects to /ws/chat as user (with a token) or anonymously
+// dial connects to /ws/chat as user (with a token) or anonymously
 // (user "").
 func (l *soakLoad) dial(ctx context.Context, user string) (*soakConn, error) {
 	u := l.base + "/ws/chat"
@@ -328,7 +327,7 @@ func (c *soakConn) end(how int) {
 // churn is one client after another: most join a room, say a little and
 // go; some only connect, some register an account, and some never finish
 // their handshake.
-func (l *soakLoad) churn(ctx context.Context, g int) {
+func (l *soakLoad) churn(ctx context.Context) {
 	for i := 0; ctx.Err() == nil; i++ {
 		user := l.user("churn")
 		switch i % 10 {
@@ -384,9 +383,11 @@ func (l *soakLoad) halfHandshake() {
 }
 
 // write keeps a connection in the busy room and says messages there as
-// fast as they are answered, for the slow readers to fall behind on.
-func (l *soakLoad) write(ctx context.Context, g int) {
+// fast as they are answered and the gateway takes them, for the slow
+// readers to fall behind on.
+func (l *soakLoad) write(ctx context.Context) {
 	pad := strings.Repeat("x", soakText)
+	var p pacer
 	for i := 0; ctx.Err() == nil; i++ {
 		user := l.user("writer")
 		c, err := l.dial(ctx, user)
@@ -396,6 +397,7 @@ func (l *soakLoad) write(ctx context.Context, g int) {
 		}
 		if c.awaitWelcome() == nil && c.join(busyRoom) == nil {
 			for n := 0; ctx.Err() == nil; n++ {
+				p.wait(ctx)
 				if c.say(busyRoom, fmt.Sprintf("%s %d %s", user, n, pad)) != nil {
 					break
 				}
@@ -408,7 +410,7 @@ func (l *soakLoad) write(ctx context.Context, g int) {
 // flood sends far past the gateway's message rate: every other client a
 // little past it (its messages dropped, its service told, the connection
 // kept), the others far past it (closed with 1008).
-func (l *soakLoad) flood(ctx context.Context, g int) {
+func (l *soakLoad) flood(ctx context.Context) {
 	for i := 0; ctx.Err() == nil; i++ {
 		c, err := l.dial(ctx, l.user("flood"))
 		if err != nil {
@@ -540,6 +542,16 @@ func gatewayHolds(gateway, client int) bool {
 	return false
 }
 
+// pacer spaces a client's messages to four fifths of the gateway's
+// message rate: a client that keeps to its limit never has a message
+// dropped.
+type pacer struct{ next time.Time }
+
+func (p *pacer) wait(ctx context.Context) {
+	sleepCtx(ctx, time.Until(p.next))
+	p.next = time.Now().Add(time.Second * 5 / (4 * soakMsgRate))
+}
+
 // lockedWriter writes under a mutex shared with other writers.
 type lockedWriter struct {
 	mu *sync.Mutex
@@ -553,6 +565,9 @@ func (lw lockedWriter) Write(p []byte) (int, error) {
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
 	select {
 	case <-ctx.Done():
 	case <-time.After(d):
