@@ -177,11 +177,11 @@ func (l *soakLoad) report(t *testing.T, churned int) {
 	}
 	t.Logf("load: %d WebSocket connections (%d dialed by the load), %d half handshakes, %d registered; "+
 		"%d messages confirmed (%d before the NATS restart), %d live messages received; "+
-		"%d hard floods (%d closed 1008), %d soft floods (%d rate_limited notices, %d served again); "+
+		"%d hard floods (%d closed 1008), %d soft floods (%d told by a rate_limited notice, %d served again); "+
 		"%d slow readers (%d closed 1008, %d ended otherwise); %d unanswered, %d unavailable, %d other answers",
 		churned, l.dials.Load(), l.halfHandshakes.Load(), l.registered.Load(),
 		len(l.sent), before, l.live.Load(),
-		l.floods.Load(), l.floodClosed.Load(), l.softFloods.Load(), l.notices.Load(), l.pongsAfter.Load(),
+		l.floods.Load(), l.floodClosed.Load(), l.softFloods.Load(), l.told.Load(), l.pongsAfter.Load(),
 		l.slowHeld.Load(), l.slowClosed.Load(), l.slowEnded.Load(),
 		l.timeouts.Load(), l.unavailable.Load(), l.failed.Load())
 	if len(l.odd) > 0 {
@@ -202,6 +202,7 @@ func (l *soakLoad) check(t *testing.T, f *fleet) {
 			after++
 		}
 	}
+	restarts := l.restarts
 	l.mu.Unlock()
 	if before == 0 || after == 0 {
 		t.Errorf("%d messages confirmed before the NATS restart and %d after: want some of each", before, after)
@@ -210,16 +211,20 @@ func (l *soakLoad) check(t *testing.T, f *fleet) {
 	if n := l.failed.Load(); n > 0 {
 		t.Errorf("%d answers of an unexpected type", n)
 	}
-	if l.floodClosed.Load() == 0 || f.metricSum(`shoal_server_closes_total{reason="flood"`) == 0 {
-		t.Errorf("no flood was closed with 1008")
+	// Every flood meets its end, but those the end of the load or a NATS
+	// outage cut short: one per flooding client for each.
+	short := int64(2 * (1 + restarts))
+	if n, closed := l.floods.Load(), l.floodClosed.Load(); closed == 0 || n-closed > short ||
+		f.metricSum(`shoal_server_closes_total{reason="flood"`) < int(closed) {
+		t.Errorf("%d hard floods, %d closed with 1008", n, closed)
 	}
 	if f.metricSum(`shoal_messages_dropped_total{reason="rate_limit"`) == 0 {
 		t.Errorf("no message was dropped for its rate")
 	}
 	// The chat tells a client of its dropped messages, and a client
 	// that slowed down is served again.
-	if l.notices.Load() == 0 || l.pongsAfter.Load() == 0 {
-		t.Errorf("%d soft floods: %d rate_limited notices, %d served again; want some of each", l.softFloods.Load(), l.notices.Load(), l.pongsAfter.Load())
+	if n, told, served := l.softFloods.Load(), l.told.Load(), l.pongsAfter.Load(); told == 0 || served == 0 || n-told > short || n-served > short {
+		t.Errorf("%d soft floods: %d told of their drops, %d served again", n, told, served)
 	}
 	// Nothing else closes a slow reader: it is not idle long enough, nor
 	// does it flood.

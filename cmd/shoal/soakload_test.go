@@ -77,7 +77,7 @@ type soakLoad struct {
 	timeouts, unavailable, failed     atomic.Int64
 	live                              atomic.Int64 // message events received
 	floods, floodClosed               atomic.Int64 // hard floods, and those closed with 1008
-	softFloods, notices, pongsAfter   atomic.Int64 // soft floods, rate_limited notices, pongs after one
+	softFloods, told, pongsAfter      atomic.Int64 // soft floods, those told of their drops, and served after
 	slowHeld, slowClosed, slowEnded   atomic.Int64 // slow readers, closed with 1008, ended otherwise
 }
 
@@ -434,7 +434,9 @@ func (l *soakLoad) flood(ctx context.Context) {
 			for c.notices.Load() == 0 && time.Now().Before(deadline) && ctx.Err() == nil {
 				time.Sleep(20 * time.Millisecond)
 			}
-			l.notices.Add(c.notices.Load())
+			if c.notices.Load() > 0 {
+				l.told.Add(1)
+			}
 			// Slowed down, it is served again once its bucket refilled.
 			sleepCtx(ctx, time.Second)
 			if f, err := c.call(map[string]any{"type": "ping"}); err == nil && f.Type == "pong" {
