@@ -2,7 +2,7 @@
 # steps that use them, installs what it needs itself).
 GO ?= go
 
-.PHONY: test check fmt vet unit chromium peers conformance build clean
+.PHONY: test check fmt vet unit chromium peers conformance soak build clean
 
 test: check unit conformance
 
@@ -40,6 +40,12 @@ peers:
 # autobahn-report/index.html.
 conformance:
 	scripts/conformance
+
+# The soak test's long form (the unit tests run its short form): SOAK is
+# how long it loads the gateway. See docs/operations.md#soak.
+SOAK ?= 10m
+soak:
+	$(GO) test -count=1 -timeout 0 -run '^TestSoak$$' -v ./cmd/shoal -soak $(SOAK)
 
 build:
 	$(GO) build -o bin/shoal ./cmd/shoal

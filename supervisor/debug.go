@@ -91,7 +91,11 @@ func (s *Supervisor) proxyDebug(w http.ResponseWriter, r *http.Request, ro role,
 			pr.Out.URL.RawPath = ""
 			pr.Out.Host = "child"
 		},
+		// A transport per request, so no keep-alive: an idle connection
+		// left in it would hold an fd and two goroutines here, and an fd
+		// and a goroutine in the child, for every request ever proxied.
 		Transport: &http.Transport{
+			DisableKeepAlives: true,
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var d net.Dialer
 				return d.DialContext(ctx, "unix", sock)

@@ -303,14 +303,24 @@ func owners(t *testing.T, workers map[int]supervisor.Proc, port int, ports []int
 type tcpSocket struct {
 	local, remote int // ports
 	listen        bool
+	established   bool
 	inode         string
 }
 
 func tcpSockets(t *testing.T) []tcpSocket {
 	t.Helper()
-	b, err := os.ReadFile("/proc/net/tcp")
+	socks, err := readTCPSockets()
 	if err != nil {
 		t.Fatal(err)
+	}
+	return socks
+}
+
+// readTCPSockets lists the IPv4 TCP sockets of the machine.
+func readTCPSockets() ([]tcpSocket, error) {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return nil, err
 	}
 	var out []tcpSocket
 	port := func(hexAddr string) int {
@@ -323,9 +333,9 @@ func tcpSockets(t *testing.T) []tcpSocket {
 		if len(f) < 10 {
 			continue
 		}
-		out = append(out, tcpSocket{local: port(f[1]), remote: port(f[2]), listen: f[3] == "0A", inode: f[9]})
+		out = append(out, tcpSocket{local: port(f[1]), remote: port(f[2]), listen: f[3] == "0A", established: f[3] == "01", inode: f[9]})
 	}
-	return out
+	return out, nil
 }
 
 // TestServingMeansServicesListen: once serve says it serves, every

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/shoal-gw/shoal/shard"
 )
 
 // TestAccounts covers register, login and tokens, with their errors.
@@ -287,6 +289,50 @@ func TestSay(t *testing.T) {
 		t.Fatalf("rate_limited without the room: %s", f.Raw)
 	}
 	b.say("lobby", "bob's turn")
+}
+
+// TestGatewayDrops: messages a client sends past the gateway's rate are
+// dropped there, and the chat tells it how many (rate_limited without an
+// id: no request of its was read), in notices that add up to every one
+// dropped; once it slows down it is served again, long before it flooded
+// enough to be closed.
+func TestGatewayDrops(t *testing.T) {
+	const rate, flood = 5, 20
+	r := newRig(t, 1, 1, withShard(func(c *shard.Config) {
+		c.MaxMessageRate, c.MaxMessageBurst = rate, rate
+		c.MaxMessageDrops = 4 * flood
+	}))
+	a := r.register(r.shards[0], "alice")
+	for range flood {
+		a.sendRaw(`{"type":"ping"}`)
+	}
+	pongs, dropped, notices := 0, 0, 0
+	for pongs+dropped < flood {
+		f := a.await("a pong or an error", func(f frame) bool { return f.Type == TypePong || f.Type == TypeError })
+		switch {
+		case f.Type == TypePong:
+			pongs++
+		case f.Code == CodeRateLimited && f.ID == nil && f.Dropped > 0 &&
+			strings.Contains(f.Message, "dropped "+strconv.Itoa(f.Dropped)+" of your messages"):
+			dropped += f.Dropped
+			notices++
+		default:
+			t.Fatalf("during the flood: %s", f.Raw)
+		}
+	}
+	// At most the burst, and what refilled while the flood came in, got
+	// through.
+	if pongs+dropped != flood || dropped < flood/2 {
+		t.Fatalf("%d pings: %d answered, %d dropped in %d notices", flood, pongs, dropped, notices)
+	}
+	// Slowed down: a ping answered once the bucket refilled.
+	waitFor(t, "a ping answered after the flood", func() bool {
+		f, err := a.Call(500*time.Millisecond, map[string]any{"type": "ping"})
+		return err == nil && f.Type == TypePong
+	})
+	a.join("lobby")
+	a.say("lobby", "still here")
+	a.message("lobby", "still here")
 }
 
 // TestTabs checks that one user on several connections is one member:

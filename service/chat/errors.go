@@ -30,7 +30,9 @@ const (
 	// CodeTooLong: say with a text above the service's limit.
 	CodeTooLong = "too_long"
 	// CodeRateLimited: too many says by this user, or too many register and
-	// login attempts on this connection; wait and retry.
+	// login attempts on this connection; wait and retry. Without an id:
+	// the gateway dropped messages of the connection, sent faster than it
+	// takes them; slow down and send again what needs an answer.
 	CodeRateLimited = "rate_limited"
 	// CodeUnavailable: storage or the bus failed; nothing is known to have
 	// happened (a say may still have been stored: it then shows up in the

@@ -80,8 +80,8 @@ type Config struct {
 }
 
 // Handler is the chat service. It implements service.Handler,
-// service.ShardWatcher and service.Starter; give it to service.New and
-// Run the Service. Several instances (processes, or Handlers on one NATS)
+// service.DropHandler, service.ShardWatcher and service.Starter; give it
+// to service.New and Run the Service. Several instances (processes, or Handlers on one NATS)
 // share all state through the Store and behave as one.
 type Handler struct {
 	cfg Config
@@ -115,6 +115,13 @@ type Handler struct {
 	bg       sync.WaitGroup
 	watchers []*service.Watcher
 }
+
+var (
+	_ service.Handler      = (*Handler)(nil)
+	_ service.DropHandler  = (*Handler)(nil)
+	_ service.ShardWatcher = (*Handler)(nil)
+	_ service.Starter      = (*Handler)(nil)
+)
 
 // New checks cfg and returns a Handler; Start (called by the Service's
 // Run) opens the storage.
@@ -357,6 +364,21 @@ func (h *Handler) Close(c *service.Conn, _ int, _ string) {
 	if err := h.dropConn(ctx, c.ID()); err != nil {
 		h.log.Warn("chat: forget closed connection", "conn", c.ID(), "err", err)
 	}
+}
+
+// Dropped tells a client whose messages the gateway dropped, for coming
+// faster than its rate limit, how many: an error rate_limited without an
+// id, since no request of its was read. The gateway reports a flood's
+// drops at once and then at most once a second, so the notices are no
+// flood themselves. Messages to the client dropped for its full queue
+// (a drop-oldest policy) need no word: the client sees the gap in a
+// room's chain and fetches what it missed (PROTOCOL.md, "Ordering").
+func (h *Handler) Dropped(c *service.Conn, reason service.DropReason, count int) {
+	if reason != service.DropRateLimit {
+		return
+	}
+	h.reply(c, errorReply{Type: TypeError, Code: CodeRateLimited, Dropped: count,
+		Message: fmt.Sprintf("the gateway dropped %d of your messages: more than it takes per second, slow down", count)})
 }
 
 // reply sends one reply to c.

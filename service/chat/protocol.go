@@ -234,6 +234,9 @@ type errorReply struct {
 	Code    string          `json:"code"`
 	Message string          `json:"message"`
 	Room    string          `json:"room,omitempty"`
+	// Dropped is how many messages the gateway dropped, in a
+	// rate_limited notice of the gateway's (see Handler.Dropped).
+	Dropped int `json:"dropped,omitempty"`
 }
 
 // encode writes a reply. HTML is not escaped, so an "id" comes back byte

@@ -37,7 +37,8 @@ type rig struct {
 	shards    []*testShard
 	cfg       Config // template for instances
 	beat      time.Duration
-	ncs       []*nats.Conn // every connection made by connect
+	shardCfg  func(*shard.Config) // changes every shard's Config, if set
+	ncs       []*nats.Conn        // every connection made by connect
 }
 
 type instance struct {
@@ -60,6 +61,9 @@ type rigOption func(*rig)
 
 // withConfig changes the template of every instance's Config.
 func withConfig(f func(*Config)) rigOption { return func(r *rig) { f(&r.cfg) } }
+
+// withShard changes the Config of every shard.
+func withShard(f func(*shard.Config)) rigOption { return func(r *rig) { r.shardCfg = f } }
 
 // withBeat sets the shards' heartbeat interval.
 func withBeat(d time.Duration) rigOption { return func(r *rig) { r.beat = d } }
@@ -182,7 +186,7 @@ func (r *rig) startShard(addr string) *testShard {
 	}
 	nc := r.connect()
 	id := fmt.Sprintf("s%d", len(r.shards)+1)
-	s, err := shard.New(shard.Config{
+	cfg := shard.Config{
 		ID:                id,
 		Addr:              addr,
 		NATS:              nc,
@@ -190,7 +194,11 @@ func (r *rig) startShard(addr string) *testShard {
 		HeartbeatInterval: r.beat,
 		MaxMessageRate:    -1,
 		Authenticate:      authenticate,
-	})
+	}
+	if r.shardCfg != nil {
+		r.shardCfg(&cfg)
+	}
+	s, err := shard.New(cfg)
 	if err != nil {
 		r.t.Fatal(err)
 	}

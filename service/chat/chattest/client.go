@@ -42,6 +42,7 @@ type Frame struct {
 	Messages []Frame         `json:"messages"`
 	More     bool            `json:"more"`
 	Rooms    []Room          `json:"rooms"`
+	Dropped  int             `json:"dropped"`
 	Raw      string          `json:"-"`
 }
 
