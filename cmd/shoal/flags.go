@@ -44,6 +44,30 @@ func (b *byteSize) Set(s string) error {
 	return nil
 }
 
+// workersFlag is a worker count or "auto" (0): one per CPU available,
+// which the supervisor works out.
+type workersFlag int
+
+func (w *workersFlag) String() string {
+	if *w <= 0 {
+		return "auto"
+	}
+	return strconv.Itoa(int(*w))
+}
+
+func (w *workersFlag) Set(s string) error {
+	if strings.TrimSpace(s) == "auto" {
+		*w = 0
+		return nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || n < 1 {
+		return fmt.Errorf(`want "auto" or a number of workers from 1`)
+	}
+	*w = workersFlag(n)
+	return nil
+}
+
 // listFlag is a comma-separated list.
 type listFlag []string
 
@@ -69,12 +93,13 @@ type gatewayFlags struct {
 	handshake      time.Duration
 	pingInterval   time.Duration
 	idleTimeout    time.Duration
+	drainWindow    time.Duration
 	allowedOrigins listFlag
 }
 
 // gatewayFlagNames lists the flags serve forwards to workers.
 var gatewayFlagNames = []string{"max-message", "max-queue", "max-msg-rate", "max-conns-per-ip",
-	"handshake-timeout", "ping-interval", "idle-timeout", "allowed-origins"}
+	"handshake-timeout", "ping-interval", "idle-timeout", "drain-window", "allowed-origins"}
 
 func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	g.maxMessage = shard.DefaultMaxMessage
@@ -86,6 +111,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&g.handshake, "handshake-timeout", 5*time.Second, "time from accept to a complete WebSocket handshake")
 	fs.DurationVar(&g.pingInterval, "ping-interval", shard.DefaultPingInterval, "silence after which the server pings a client")
 	fs.DurationVar(&g.idleTimeout, "idle-timeout", shard.DefaultIdleTimeout, "silence after which a client is closed")
+	fs.DurationVar(&g.drainWindow, "drain-window", shard.DefaultDrainWindow, "time over which a draining worker spreads its close frames, each asking its client to reconnect after a random delay of up to the window (negative: all at once)")
 	fs.Var(&g.allowedOrigins, "allowed-origins", "browser origins allowed besides the gateway's own host, comma separated (* for any)")
 }
 
@@ -97,6 +123,7 @@ func (g *gatewayFlags) apply(cfg *shard.Config) {
 	cfg.HandshakeTimeout = g.handshake
 	cfg.PingInterval = g.pingInterval
 	cfg.IdleTimeout = g.idleTimeout
+	cfg.DrainWindow = g.drainWindow
 	cfg.AllowedOrigins = g.allowedOrigins
 }
 
