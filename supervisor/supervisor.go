@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,7 +40,9 @@ type Config struct {
 	// Addr is the gateway address every worker listens on. Port 0 picks
 	// a free port once, for all workers.
 	Addr string
-	// Workers is the number of worker processes (default: the number of CPUs).
+	// Workers is the number of worker processes (default: one per CPU
+	// available to the process, cgroup limits respected; see
+	// CPUs.Workers).
 	Workers int
 	// DataDir holds the embedded NATS server's JetStream data.
 	DataDir string
@@ -117,6 +118,9 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.Addr == "" {
 		return nil, fmt.Errorf("%w: Addr is required", ErrConfig)
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	if cfg.Exe == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -125,7 +129,9 @@ func New(cfg Config) (*Supervisor, error) {
 		cfg.Exe = exe
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = runtime.NumCPU()
+		cpus := AvailableCPUs()
+		cfg.Workers = cpus.Workers()
+		cfg.Logger.Info("workers: one per CPU", "workers", cfg.Workers, "cpus", cpus.String())
 	}
 	if cfg.NATSListen == "" {
 		cfg.NATSListen = DefaultNATSListen
@@ -170,9 +176,6 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	if cfg.Output == nil {
 		cfg.Output = os.Stderr
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Supervisor{
 		cfg:      cfg,
@@ -243,6 +246,9 @@ func (s *Supervisor) servicesText() string {
 
 // Addr is the gateway address the workers listen on (port resolved).
 func (s *Supervisor) Addr() string { return s.addr }
+
+// Workers is the number of worker processes, as chosen for --workers auto.
+func (s *Supervisor) Workers() int { return s.cfg.Workers }
 
 // NATSURL is the bus the children use.
 func (s *Supervisor) NATSURL() string { return s.natsURL }
