@@ -40,6 +40,11 @@ type ConnStats struct {
 	Failed      int64            `json:"failed"`
 	Dropped     int64            `json:"dropped"` // ended by the server or the network after opening
 	Failures    map[string]int64 `json:"failures"`
+	// Reconnects counts connections opened again after they dropped
+	// (connect --reconnect); ServerCloses the close frames the server
+	// sent, by code.
+	Reconnects   int64            `json:"reconnects,omitempty"`
+	ServerCloses map[string]int64 `json:"server_closes,omitempty"`
 	// RampSec is the time from the first dial to the last connection
 	// resolved; ConnectRate the established connections per second over it.
 	RampSec     float64 `json:"ramp_seconds"`
@@ -215,6 +220,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	for _, k := range slices.Sorted(maps.Keys(c.Failures)) {
 		row("  failed: "+k, "%d", c.Failures[k])
+	}
+	if len(c.ServerCloses) > 0 {
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(c.ServerCloses)) {
+			parts = append(parts, fmt.Sprintf("%s ×%d", k, c.ServerCloses[k]))
+		}
+		row("closed by the server", "%s", strings.Join(parts, ", "))
+	}
+	if c.Reconnects > 0 || r.Options["reconnect"] == "true" {
+		row("reconnected", "%d", c.Reconnects)
 	}
 	if m := r.Messages; m.Sent > 0 || m.Received > 0 {
 		row("messages", "%d sent, %d received, %d expected", m.Sent, m.Received, m.Expected)

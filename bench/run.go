@@ -369,6 +369,8 @@ func (r *runner) local(ctx context.Context, emit func(Progress), barrier func(co
 	c.Failed = env.Stats.Failed.Load()
 	c.Dropped = env.Stats.Dropped.Load()
 	c.Failures = env.Stats.Failures()
+	c.Reconnects = env.Stats.Reconnects.Load()
+	c.ServerCloses = env.Stats.ServerCloses()
 	env.mu.Lock()
 	for name, rec := range env.recorders {
 		rep.Latency[name] = Summarize(rec.Total())
@@ -467,6 +469,13 @@ func mergeReports(parts []*Report) (*Report, error) {
 		c.RampSec = max(c.RampSec, p.Conns.RampSec)
 		for k, v := range p.Conns.Failures {
 			c.Failures[k] += v
+		}
+		c.Reconnects += p.Conns.Reconnects
+		for k, v := range p.Conns.ServerCloses {
+			if c.ServerCloses == nil {
+				c.ServerCloses = map[string]int64{}
+			}
+			c.ServerCloses[k] += v
 		}
 		m, pm := &out.Messages, p.Messages
 		m.Sent += pm.Sent

@@ -40,6 +40,7 @@ type Conn struct {
 	h      Handler
 	fd     int
 	idx    int
+	tgt    int   // index of the target dialed
 	start  int64 // dial time, unix ns
 	opened int64 // 101 parsed, unix ns
 	timer  netpoll.Timer
@@ -63,6 +64,10 @@ type Conn struct {
 
 // Index is the number given to Dial.
 func (c *Conn) Index() int { return c.idx }
+
+// Target is the index of the target the connection was dialed to, among
+// the engine's Config.URL list.
+func (c *Conn) Target() int { return c.tgt }
 
 // Started is the time Dial was called, in unix nanoseconds.
 func (c *Conn) Started() int64 { return c.start }
@@ -316,8 +321,9 @@ func (c *Conn) handle(st uint8, ev netpoll.Event) error {
 // sendRequest writes the handshake request once the connect completed.
 func (c *Conn) sendRequest() error {
 	c.key = newKey()
-	req := make([]byte, 0, len(c.e.reqHead)+len(c.key)+4)
-	req = append(req, c.e.reqHead...)
+	head := c.e.targets[c.tgt].reqHead
+	req := make([]byte, 0, len(head)+len(c.key)+4)
+	req = append(req, head...)
 	req = append(req, c.key[:]...)
 	req = append(req, "\r\n\r\n"...)
 	c.mu.Lock()
@@ -444,7 +450,7 @@ func (f *frames) Control(op ws.OpCode, p []byte) error {
 			_ = c.flushLocked()
 		}
 		c.mu.Unlock()
-		return &FailError{Cause: CauseClosed, Err: errors.New(strconv.Itoa(int(code)) + " " + string(reason))}
+		return &FailError{Cause: CauseClosed, Err: &CloseError{Code: int(code), Reason: string(reason)}}
 	}
 	return nil
 }
