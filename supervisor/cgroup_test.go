@@ -1,8 +1,12 @@
 package supervisor
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -122,4 +126,80 @@ func TestAvailableCPUs(t *testing.T) {
 		t.Errorf("%v: %d workers", c, n)
 	}
 	t.Logf("%v: %d workers", c, c.Workers())
+}
+
+// printCPUsEnv makes the test binary print AvailableCPUs and exit, run by
+// TestWorkersUnderARealCPUQuota inside a cgroup of its own.
+const printCPUsEnv = "SHOAL_TEST_PRINT_CPUS"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(printCPUsEnv) != "" {
+		c := AvailableCPUs()
+		fmt.Printf("workers=%d quota=%v\n", c.Workers(), c.Quota)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// A process in a real cgroup whose CPU quota is one CPU gets one worker,
+// however many CPUs the machine has.
+func TestWorkersUnderARealCPUQuota(t *testing.T) {
+	dir := cpuCgroup(t, 1)
+	// The shell moves itself into the cgroup, then becomes the test binary.
+	cmd := exec.Command("sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, dir, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), printCPUsEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != "workers=1 quota=1" {
+		t.Errorf("in a cgroup of one CPU: %q, want workers=1 quota=1", got)
+	}
+}
+
+// cpuCgroup makes a cgroup with a CPU quota of cpus under this process's
+// CPU controller (v1 or v2), removed when the test ends. It skips the test
+// where no CPU controller can be written (no root, or a read-only
+// /sys/fs/cgroup); TestCgroupQuota covers the reading of limits anywhere.
+func cpuCgroup(t *testing.T, cpus int) string {
+	t.Helper()
+	mounts, err := cgroupMounts("/proc/self/mountinfo")
+	if err != nil {
+		t.Skipf("no cgroup CPU controller: %v", err)
+	}
+	paths, err := cgroupPaths("/proc/self/cgroup")
+	if err != nil {
+		t.Skipf("cgroup of this process: %v", err)
+	}
+	for _, m := range mounts {
+		parent := filepath.Join(m.mountpoint, strings.TrimPrefix(paths.v1cpu, m.root))
+		if m.v2 {
+			parent = filepath.Join(m.mountpoint, strings.TrimPrefix(paths.v2, m.root))
+			ctl, err := os.ReadFile(filepath.Join(parent, "cgroup.subtree_control"))
+			if err != nil || !slices.Contains(strings.Fields(string(ctl)), "cpu") {
+				continue
+			}
+		}
+		dir := filepath.Join(parent, fmt.Sprintf("shoal-test-%d", os.Getpid()))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			continue
+		}
+		t.Cleanup(func() {
+			if err := os.Remove(dir); err != nil {
+				t.Errorf("remove cgroup: %v", err)
+			}
+		})
+		quota := fmt.Sprint(cpus * 100000)
+		if m.v2 {
+			err = os.WriteFile(filepath.Join(dir, "cpu.max"), []byte(quota+" 100000"), 0o644)
+		} else if err = os.WriteFile(filepath.Join(dir, "cpu.cfs_period_us"), []byte("100000"), 0o644); err == nil {
+			err = os.WriteFile(filepath.Join(dir, "cpu.cfs_quota_us"), []byte(quota), 0o644)
+		}
+		if err != nil {
+			t.Fatalf("set the quota of %s: %v", dir, err)
+		}
+		return dir
+	}
+	t.Skip("no writable cgroup CPU controller")
+	return ""
 }

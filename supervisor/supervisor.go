@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -122,7 +123,7 @@ func New(cfg Config) (*Supervisor, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Exe == "" {
-		exe, err := os.Executable()
+		exe, err := invokedPath()
 		if err != nil {
 			return nil, fmt.Errorf("%w: own executable: %v", ErrConfig, err)
 		}
@@ -185,6 +186,34 @@ func New(cfg Config) (*Supervisor, error) {
 		life:     make(map[string]bus.Life),
 		waiters:  make(map[string]chan struct{}),
 	}, nil
+}
+
+// invokedPath is the path this binary was started by, made absolute: a
+// child started later runs whatever file is at that path then, so that
+// replacing the binary (or pointing a symlink at a new one) and sending
+// SIGHUP upgrades the workers. os.Executable alone would follow a symlink
+// to the old version. When argv[0] does not name this binary (a launcher
+// set it to something else), the binary's own path is used.
+func invokedPath() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	p := os.Args[0]
+	if !strings.Contains(p, "/") {
+		if p, err = exec.LookPath(p); err != nil {
+			return self, nil
+		}
+	}
+	if p, err = filepath.Abs(p); err != nil {
+		return self, nil
+	}
+	a, errA := os.Stat(p)
+	b, errB := os.Stat(self)
+	if errA != nil || errB != nil || !os.SameFile(a, b) {
+		return self, nil
+	}
+	return p, nil
 }
 
 // hostToken turns the host name into a shard id token.
