@@ -2,7 +2,7 @@
 # steps that use them, installs what it needs itself).
 GO ?= go
 
-.PHONY: test check fmt vet unit peers conformance build clean
+.PHONY: test check fmt vet unit peers conformance build clean fleet fleet-status fleet-down
 
 test: check unit conformance
 
@@ -35,3 +35,14 @@ build:
 
 clean:
 	rm -rf bin
+
+# A fleet on this machine: 3 NATS nodes in a JetStream cluster and 3 shoal
+# hosts on 127.0.0.11-13:8080 (deploy/local-fleet.sh; docs/operations.md).
+fleet:
+	deploy/local-fleet.sh up
+
+fleet-status:
+	deploy/local-fleet.sh status
+
+fleet-down:
+	deploy/local-fleet.sh down
