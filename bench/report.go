@@ -84,6 +84,8 @@ type ServerMemory struct {
 	// order of PIDs.
 	ProcBeforeKiB []int64 `json:"proc_before_kib,omitempty"`
 	ProcAfterKiB  []int64 `json:"proc_after_kib,omitempty"`
+	// Workers are shoal's worker processes, with --admin.
+	Workers []WorkerRuntime `json:"workers,omitempty"`
 }
 
 // RoleGrowth returns the growth in KiB of the processes of each role,
@@ -254,6 +256,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 				parts = append(parts, part)
 			}
 			row("  by role", "%s", strings.Join(parts, ", "))
+		}
+		for _, w := range s.Workers {
+			if w.Error != "" {
+				row(fmt.Sprintf("  worker %d", w.Slot), "pid %d: %s", w.PID, w.Error)
+				continue
+			}
+			row(fmt.Sprintf("  worker %d", w.Slot), "pid %d: %d open files, heap %d KiB, %d GCs, pauses max %s total %s, GC CPU %.2f%%",
+				w.PID, w.FDs, w.HeapSysKiB, w.NumGC, fmtUs(w.PauseMaxUs), fmtUs(w.PauseTotalUs), 100*w.GCCPU)
 		}
 	}
 	row("bench CPU", "%.0f%% of %d CPU(s) (peak second %.0f%%)", 100*r.Self.CPU, r.Self.CPUs, 100*r.Self.PeakCPU)
