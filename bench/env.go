@@ -37,6 +37,7 @@ type Env struct {
 	Reconnect bool
 
 	barrier   func(ctx context.Context, name string) error
+	redials   timers
 	recorders map[string]*Recorder
 	main      string
 	mu        sync.Mutex
@@ -188,7 +189,58 @@ type ConnHandler interface {
 // safe.
 func (e *Env) StopConns() {
 	e.Stats.Closing.Store(true)
+	e.redials.stop()
 	_ = e.Engine.Close()
+}
+
+// timers runs functions after a delay, and stops and waits for them all
+// at the end of a run.
+type timers struct {
+	mu      sync.Mutex
+	stopped bool
+	pending map[*time.Timer]struct{}
+	wg      sync.WaitGroup
+}
+
+// after runs f after d, unless stop comes first.
+func (ts *timers) after(d time.Duration, f func()) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.stopped {
+		return
+	}
+	if ts.pending == nil {
+		ts.pending = make(map[*time.Timer]struct{})
+	}
+	ts.wg.Add(1)
+	// The function finds its timer through the channel: AfterFunc may
+	// run it before returning the timer.
+	self := make(chan *time.Timer, 1)
+	t := time.AfterFunc(d, func() {
+		defer ts.wg.Done()
+		t := <-self
+		ts.mu.Lock()
+		delete(ts.pending, t)
+		ts.mu.Unlock()
+		f()
+	})
+	ts.pending[t] = struct{}{}
+	self <- t
+}
+
+// stop cancels the functions not yet due and waits for those running.
+// Calling it twice is safe.
+func (ts *timers) stop() {
+	ts.mu.Lock()
+	ts.stopped = true
+	for t := range ts.pending {
+		if t.Stop() {
+			ts.wg.Done()
+		}
+	}
+	clear(ts.pending)
+	ts.mu.Unlock()
+	ts.wg.Wait()
 }
 
 // Connection states in a ramp, by index.
@@ -349,7 +401,7 @@ func (h *rampHandler) redial(idx, next int, err error) {
 			delay = d
 		}
 	}
-	time.AfterFunc(delay, func() {
+	h.env.redials.after(delay, func() {
 		if h.env.Stats.Closing.Load() {
 			return
 		}
