@@ -9,6 +9,13 @@
 // connection go to the same worker goroutine, so a connection's open, its
 // messages and its close are handled in the order the shard published them.
 //
+// Services keep shared state in a Store (OpenStore), a binding to
+// JetStream over the service's one NATS connection: key-value buckets (KV)
+// with writes that expect a revision, so instances never overwrite each
+// other, and streams (Stream) with ordered appends and range reads. A
+// Handler that needs storage or background work before events flow
+// implements Starter.
+//
 // The SDK speaks the bus contract described in docs/bus.md and nothing else:
 // it imports package bus and nats.go, never sockets or shard code.
 package service

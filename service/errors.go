@@ -36,6 +36,32 @@ var (
 	// ErrCommand reports a shard's failure reply with a message this package
 	// does not map to a more precise error.
 	ErrCommand = errors.New("service: command failed")
+
+	// ErrNotFound reports a key without a value (never written, or
+	// deleted) or a stream message that does not exist.
+	ErrNotFound = errors.New("service: not found")
+	// ErrKeyExists reports a KV.Create of a key that has a value.
+	ErrKeyExists = errors.New("service: key exists")
+	// ErrRevisionConflict reports a write whose expected revision (or
+	// expected last sequence) was not the current one: someone else wrote
+	// first. Read again and retry.
+	ErrRevisionConflict = errors.New("service: revision conflict")
+	// ErrNoBucket reports a key-value bucket that does not exist (deleted
+	// after the handle was made).
+	ErrNoBucket = errors.New("service: no such bucket")
+	// ErrNoStream reports a stream that does not exist (deleted after the
+	// handle was made).
+	ErrNoStream = errors.New("service: no such stream")
+	// ErrUnavailable reports storage that did not answer: JetStream is
+	// down, disabled or overloaded, the connection is closed, or a request
+	// timed out (a timed-out write may still have been stored). Retry later.
+	ErrUnavailable = errors.New("service: storage unavailable")
+	// ErrInvalidKey reports a key outside the key-value rules: non-empty
+	// dot-separated tokens of [A-Za-z0-9_=/-].
+	ErrInvalidKey = errors.New("service: invalid key")
+	// ErrTooLarge reports a value or message larger than its bucket or
+	// stream accepts.
+	ErrTooLarge = errors.New("service: value too large")
 )
 
 // CloseError is an error a Handler's Open may return to close the new

@@ -100,10 +100,16 @@ func event(t testing.TB, nc *nats.Conn, svc, ev, conn string, data []byte, kv ..
 	}
 }
 
-// life publishes a life record for shard.
+// life publishes a life record for shard, as process 1.
 func life(t testing.TB, nc *nats.Conn, shard, state string, interval time.Duration) {
 	t.Helper()
-	rec := bus.Life{Shard: shard, PID: 1, State: state, Time: time.Now(), IntervalMS: interval.Milliseconds()}
+	lifeOf(t, nc, shard, 1, state, interval)
+}
+
+// lifeOf publishes a life record for shard as process pid.
+func lifeOf(t testing.TB, nc *nats.Conn, shard string, pid int, state string, interval time.Duration) {
+	t.Helper()
+	rec := bus.Life{Shard: shard, PID: pid, State: state, Time: time.Now(), IntervalMS: interval.Milliseconds()}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		t.Fatal(err)

@@ -63,12 +63,28 @@ type Handler interface {
 // ShardWatcher may be implemented by a Handler that keeps state per shard,
 // such as presence. Run then watches the shards' life records and calls
 // ShardUp the first time a shard is heard of and ShardDown when it says
-// "down" or misses bus.MissedBeats heartbeat intervals. Both are called from
-// one goroutine, never concurrently with each other, but concurrently with
-// the Handler's event methods.
+// "down" or misses bus.MissedBeats heartbeat intervals (counted while the
+// service's own connection is up: after it reconnects, every shard has its
+// intervals anew). A shard id heard
+// again in a new life (an "up" record, or another process id) before its
+// silence was noticed gets ShardDown then ShardUp: the old life's
+// connections are gone. Both are called from one goroutine, never
+// concurrently with each other, but concurrently with the Handler's event
+// methods; they should return quickly, since life records wait meanwhile.
 type ShardWatcher interface {
 	ShardUp(shard string)
 	ShardDown(shard string)
+}
+
+// Starter may be implemented by a Handler that prepares before events
+// flow (opens storage, loads state, starts background work) and stops
+// after the last one. Run calls Start before it subscribes, with its own
+// context and the Service (for Publish and Conn from background work); an
+// error makes Run return it without serving. Run calls Stop once the last
+// Handler and ShardWatcher call returned.
+type Starter interface {
+	Start(ctx context.Context, s *Service) error
+	Stop()
 }
 
 // Funcs implements Handler with functions; nil fields are no-ops.
@@ -229,6 +245,15 @@ func New(nc *nats.Conn, cfg Config, h Handler) (*Service, error) {
 	}, nil
 }
 
+// NATS returns the Service's connection, which the caller owns.
+func (s *Service) NATS() *nats.Conn { return s.nc }
+
+// Name returns the service name.
+func (s *Service) Name() string { return s.name }
+
+// Prefix returns the subject prefix the Service uses.
+func (s *Service) Prefix() string { return s.subjects.Prefix }
+
 // Ready is closed once Run has subscribed and flushed its subscriptions to
 // the NATS server, so events published from then on reach this instance.
 // If the flush failed because the connection is down, Ready is closed anyway:
@@ -253,13 +278,20 @@ func (s *Service) Stats() Stats {
 // Run subscribes to the service's events and serves them until ctx is done.
 // It then drains: unsubscribes, handles the events already received, waits
 // for the Handler calls in flight, and returns nil. It returns an error only
-// if it could not subscribe, or ErrRunning if called twice.
+// if the Handler's Start (see Starter) failed or Run could not subscribe,
+// or ErrRunning if called twice.
 //
 // Draining needs the NATS server to confirm the unsubscribe; while the
 // connection is down it waits up to the connection's drain timeout.
 func (s *Service) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return ErrRunning
+	}
+	if st, ok := s.h.(Starter); ok {
+		if err := st.Start(ctx, s); err != nil {
+			return fmt.Errorf("service: start %s: %w", s.name, err)
+		}
+		defer st.Stop()
 	}
 	var workers sync.WaitGroup
 	s.queues = make([]chan *nats.Msg, s.workers)

@@ -2,8 +2,10 @@ package service_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/shoal-gw/shoal/bus"
+	"github.com/shoal-gw/shoal/bus/bustest"
 	"github.com/shoal-gw/shoal/service"
 )
 
@@ -533,5 +536,175 @@ func TestShardDownWhenShardSaysDown(t *testing.T) {
 	life(t, tnc, "s1", bus.LifeDown, time.Minute)
 	if got := recv(t, w.downs, "ShardDown"); got != "s1" {
 		t.Fatalf("ShardDown(%q), want s1", got)
+	}
+}
+
+// TestShardRestartIsDownThenUp checks that a shard id heard in a new life
+// before its silence was noticed (a quick restart) ends the old life.
+func TestShardRestartIsDownThenUp(t *testing.T) {
+	snc, tnc := testBus(t)
+	w := newWatch()
+	runService(t, snc, service.Config{Name: "w"}, w)
+
+	lifeOf(t, tnc, "s1", 10, bus.LifeUp, time.Minute)
+	if got := recv(t, w.ups, "ShardUp"); got != "s1" {
+		t.Fatalf("ShardUp(%q), want s1", got)
+	}
+	lifeOf(t, tnc, "s1", 10, bus.LifeHeartbeat, time.Minute)
+	// A new "up" under the same id: the old life is down.
+	lifeOf(t, tnc, "s1", 10, bus.LifeUp, time.Minute)
+	if got := recv(t, w.downs, "ShardDown on a second up"); got != "s1" {
+		t.Fatalf("ShardDown(%q), want s1", got)
+	}
+	if got := recv(t, w.ups, "ShardUp of the new life"); got != "s1" {
+		t.Fatalf("ShardUp(%q), want s1", got)
+	}
+	// Another process id without an "up" (its up record was lost) too.
+	lifeOf(t, tnc, "s1", 11, bus.LifeHeartbeat, time.Minute)
+	if got := recv(t, w.downs, "ShardDown on a new pid"); got != "s1" {
+		t.Fatalf("ShardDown(%q), want s1", got)
+	}
+	if got := recv(t, w.ups, "ShardUp of the new pid"); got != "s1" {
+		t.Fatalf("ShardUp(%q), want s1", got)
+	}
+	lifeOf(t, tnc, "s1", 11, bus.LifeHeartbeat, time.Minute)
+	lifeOf(t, tnc, "s1", 11, bus.LifeDown, time.Minute)
+	if got := recv(t, w.downs, "ShardDown"); got != "s1" {
+		t.Fatalf("ShardDown(%q), want s1", got)
+	}
+	select {
+	case s := <-w.ups:
+		t.Errorf("extra ShardUp(%q) for a heartbeat of the same life", s)
+	default:
+	}
+}
+
+// starter records the Starter calls around its events.
+type starter struct {
+	service.Funcs
+	startErr error
+	log      chan string
+}
+
+func (s *starter) Start(_ context.Context, svc *service.Service) error {
+	if svc == nil {
+		s.log <- "start without a service"
+	}
+	s.log <- "start"
+	return s.startErr
+}
+
+func (s *starter) Stop() { s.log <- "stop" }
+
+// TestStarter checks that Start runs before the first event, that its
+// error stops Run, and that Stop runs after the last event.
+func TestStarter(t *testing.T) {
+	snc, tnc := testBus(t)
+	st := &starter{log: make(chan string, 16)}
+	st.OnMessage = func(*service.Conn, service.Opcode, []byte) { st.log <- "message" }
+	s, err := service.New(snc, service.Config{Name: "st"}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	if got := recv(t, st.log, "Start"); got != "start" {
+		t.Fatalf("first call %q, want start", got)
+	}
+	<-s.Ready()
+	event(t, tnc, "st", bus.EventMessage, "s1.1", []byte("x"))
+	if got := recv(t, st.log, "message"); got != "message" {
+		t.Fatalf("second call %q, want message", got)
+	}
+	cancel()
+	if err := recv(t, done, "Run to return"); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := recv(t, st.log, "Stop"); got != "stop" {
+		t.Fatalf("last call %q, want stop", got)
+	}
+
+	failing := &starter{log: make(chan string, 16), startErr: errors.New("no storage")}
+	s, err = service.New(snc, service.Config{Name: "st2"}, failing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "no storage") {
+		t.Fatalf("Run with a failing Start: %v", err)
+	}
+	if got := recv(t, failing.log, "Start"); got != "start" {
+		t.Fatalf("call %q, want start", got)
+	}
+	select {
+	case got := <-failing.log:
+		t.Fatalf("call %q after a failed Start", got)
+	default:
+	}
+}
+
+// TestNoShardDownWhileTheServiceIsCutOff restarts the NATS server under a
+// service and a shard that keeps beating: everyone is silent during the
+// outage, which is no reason to think the shard died.
+func TestNoShardDownWhileTheServiceIsCutOff(t *testing.T) {
+	dir := t.TempDir()
+	start := func(port int) *bus.Embedded {
+		e, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: port, StoreDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	srv := start(-1)
+	t.Cleanup(func() { srv.Shutdown() })
+	snc, tnc := bustest.Connect(t, srv.ClientURL()), bustest.Connect(t, srv.ClientURL())
+	w := newWatch()
+	runService(t, snc, service.Config{Name: "w"}, w)
+
+	// Three beats outlast the clients' reconnect delay (at most 500ms)
+	// with room to spare, as three of the default second do.
+	const beat = 400 * time.Millisecond
+	stop := make(chan struct{})
+	var beating sync.WaitGroup
+	beating.Go(func() {
+		tick := time.NewTicker(beat)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				rec, _ := json.Marshal(bus.Life{Shard: "s1", PID: 1, State: bus.LifeHeartbeat, IntervalMS: beat.Milliseconds()})
+				_ = tnc.Publish(bus.Subjects{}.Life("s1"), rec)
+			}
+		}
+	})
+	t.Cleanup(func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		beating.Wait()
+	})
+	if got := recv(t, w.ups, "ShardUp"); got != "s1" {
+		t.Fatalf("ShardUp(%q)", got)
+	}
+	port := srv.Server().Addr().(*net.TCPAddr).Port
+	srv.Shutdown()
+	time.Sleep(6 * beat) // an outage twice as long as three beats
+	srv = start(port)
+	waitFor(t, "both connections back", func() bool { return snc.IsConnected() && tnc.IsConnected() })
+	// Beats flow again; intervals later, still no ShardDown.
+	time.Sleep(5 * beat)
+	select {
+	case s := <-w.downs:
+		t.Fatalf("ShardDown(%q) for a bus outage", s)
+	default:
+	}
+	// Silence while connected still counts.
+	close(stop)
+	if got := recv(t, w.downs, "ShardDown"); got != "s1" {
+		t.Fatalf("ShardDown(%q)", got)
 	}
 }

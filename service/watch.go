@@ -30,6 +30,7 @@ const (
 // owns the table of known shards and makes every ShardUp and ShardDown call,
 // so the two never run concurrently.
 type watcher struct {
+	nc   *nats.Conn
 	sub  *nats.Subscription
 	msgs chan *nats.Msg
 	sw   ShardWatcher
@@ -42,10 +43,12 @@ type watcher struct {
 type shardLife struct {
 	seen     time.Time // local receive time: shard clocks may disagree with ours
 	interval time.Duration
+	pid      int
 }
 
 func startWatcher(nc *nats.Conn, subject string, sw ShardWatcher, log *slog.Logger) (*watcher, error) {
 	w := &watcher{
+		nc:   nc,
 		msgs: make(chan *nats.Msg, lifeBacklog),
 		sw:   sw,
 		log:  log,
@@ -73,6 +76,7 @@ func (w *watcher) loop() {
 	known := make(map[string]shardLife)
 	check := time.NewTimer(checkPeriod(known))
 	defer check.Stop()
+	reconnects := w.nc.Stats().Reconnects
 	for {
 		select {
 		case <-w.done:
@@ -80,6 +84,21 @@ func (w *watcher) loop() {
 		case m := <-w.msgs:
 			w.record(known, m)
 		case now := <-check.C:
+			// Silence means a shard is gone only while this service hears
+			// the bus: while its own connection is down, or just after it
+			// came back, every shard is silent. Each gets its intervals
+			// anew from the reconnect.
+			if n := w.nc.Stats().Reconnects; !w.nc.IsConnected() || n != reconnects {
+				if w.nc.IsConnected() {
+					reconnects = n
+				}
+				for shard, l := range known {
+					l.seen = now
+					known[shard] = l
+				}
+				check.Reset(checkPeriod(known))
+				continue
+			}
 			for shard, l := range known {
 				if now.Sub(l.seen) > bus.MissedBeats*l.interval {
 					delete(known, shard)
@@ -114,8 +133,15 @@ func (w *watcher) record(known map[string]shardLife, m *nats.Msg) {
 		if interval <= 0 {
 			interval = defaultBeat
 		}
-		_, ok := known[shard]
-		known[shard] = shardLife{seen: time.Now(), interval: interval}
+		prev, ok := known[shard]
+		known[shard] = shardLife{seen: time.Now(), interval: interval, pid: rec.PID}
+		if ok && (rec.State == bus.LifeUp || rec.PID != prev.pid) {
+			// The id came back in a new process before its silence was
+			// noticed: the old life's connections are gone all the same.
+			w.log.Info("service: shard restarted", "shard", shard, "pid", rec.PID, "was", prev.pid)
+			w.sw.ShardDown(shard)
+			ok = false
+		}
 		if !ok {
 			w.sw.ShardUp(shard)
 		}

@@ -260,6 +260,29 @@ func socketInodes(pid int) map[string]bool {
 	return out
 }
 
+// owners maps each client, by its index in ports (the clients' own
+// ports), to the pid of the worker holding its connection to port.
+func owners(t *testing.T, workers map[int]supervisor.Proc, port int, ports []int) map[int]int {
+	t.Helper()
+	owner := make(map[int]int)
+	socks := tcpSockets(t)
+	for pid := range workers {
+		inodes := socketInodes(pid)
+		byPort := make(map[int]bool)
+		for _, s := range socks {
+			if !s.listen && s.local == port && inodes[s.inode] {
+				byPort[s.remote] = true
+			}
+		}
+		for i, p := range ports {
+			if byPort[p] {
+				owner[i] = pid
+			}
+		}
+	}
+	return owner
+}
+
 // tcpSocket is a line of /proc/net/tcp.
 type tcpSocket struct {
 	local, remote int // ports
@@ -368,22 +391,11 @@ func TestServeFleet(t *testing.T) {
 	}
 
 	// Which worker holds which client.
-	owner := make(map[int]int) // client index -> worker pid
-	socks = tcpSockets(t)
-	for pid := range workers {
-		inodes := socketInodes(pid)
-		byPort := make(map[int]bool)
-		for _, s := range socks {
-			if !s.listen && s.local == port && inodes[s.inode] {
-				byPort[s.remote] = true
-			}
-		}
-		for i, c := range clients {
-			if byPort[c.localPort()] {
-				owner[i] = pid
-			}
-		}
+	ports := make([]int, n)
+	for i, c := range clients {
+		ports[i] = c.localPort()
 	}
+	owner := owners(t, workers, port, ports)
 	held := make(map[int]int)
 	for _, pid := range owner {
 		held[pid]++

@@ -26,7 +26,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var (
 		cfg      supervisor.Config
-		services = listFlag{"echo"}
+		services = listFlag{"echo", "chat"}
 		routes   listFlag
 		gw       gatewayFlags
 		logs     logFlags

@@ -31,11 +31,22 @@ type serviceEnv struct {
 	Logger       *slog.Logger
 }
 
-// bundled are the services this binary can run, by name.
-var bundled = map[string]func(env serviceEnv) (service.Handler, error){
+// makeService builds a bundled service's Handler once its flags are parsed.
+type makeService func(env serviceEnv) (service.Handler, error)
+
+// bundled are the services this binary can run, by name. Each registers
+// its own flags, if it has any, on the flag set of `shoal service NAME`
+// and returns the constructor that reads them.
+var bundled = map[string]func(fs *flag.FlagSet) makeService{
 	// echo and fanout trust nobody and need no key.
-	"echo":   func(serviceEnv) (service.Handler, error) { return echo.New(), nil },
-	"fanout": func(serviceEnv) (service.Handler, error) { return fanout.New(), nil },
+	"echo":   noFlags(func(serviceEnv) (service.Handler, error) { return echo.New(), nil }),
+	"fanout": noFlags(func(serviceEnv) (service.Handler, error) { return fanout.New(), nil }),
+	"chat":   chatFlags,
+}
+
+// noFlags is the flag registration of a service without flags of its own.
+func noFlags(mk makeService) func(*flag.FlagSet) makeService {
+	return func(*flag.FlagSet) makeService { return mk }
 }
 
 func bundledNames() string {
@@ -55,6 +66,7 @@ type serviceSettings struct {
 	config  string
 	debug   string
 	env     serviceEnv
+	mk      makeService
 }
 
 // serviceFlags builds the flag set of `shoal service NAME`; serve uses it
@@ -71,6 +83,9 @@ func serviceFlags(name string, stderr io.Writer) (*flag.FlagSet, *serviceSetting
 	fs.StringVar(&st.config, "config", "", "TOML file whose [service."+name+"] table holds these settings (default $"+configEnv+")")
 	fs.StringVar(&st.debug, "debug-socket", "", "unix socket to serve /debug/pprof on, for the admin endpoint of serve")
 	st.logs.register(fs)
+	if own := bundled[name]; own != nil {
+		st.mk = own(fs)
+	}
 	return fs, st
 }
 
@@ -79,8 +94,7 @@ func runService(args []string, stderr io.Writer) error {
 		return usageError("service: name the service to run: %s", bundledNames())
 	}
 	name := args[0]
-	mk, ok := bundled[name]
-	if !ok {
+	if _, ok := bundled[name]; !ok {
 		return usageError("service: no bundled service %q (have: %s)", name, bundledNames())
 	}
 	fs, st := serviceFlags(name, stderr)
@@ -109,7 +123,7 @@ func runService(args []string, stderr io.Writer) error {
 	defer nc.Close()
 	env := st.env
 	env.NATS, env.Logger = nc, log
-	h, err := mk(env)
+	h, err := st.mk(env)
 	if err != nil {
 		return err
 	}
