@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,13 +30,14 @@ var fleetHosts = []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"}
 
 // localFleet is deploy/local-fleet.sh's fleet, started on free ports.
 type localFleet struct {
-	t      *testing.T
-	dir    string
-	env    []string
-	port   int // every host's gateway port
-	admin  int // every host's admin port
-	nats   int // first NATS client port
-	script string
+	t       *testing.T
+	dir     string
+	env     []string
+	port    int // every host's gateway port
+	admin   int // every host's admin port
+	nats    int // first NATS client port
+	monitor int // first NATS monitoring port
+	script  string
 }
 
 // startLocalFleet runs `deploy/local-fleet.sh up` with this test's
@@ -60,7 +64,7 @@ func startLocalFleet(t *testing.T, chatHosts string, extra ...string) *localFlee
 	lf.admin = sharedFreePort(t, &held)
 	lf.nats = freeRun(t, &held)
 	routes := freeRun(t, &held)
-	monitor := freeRun(t, &held)
+	lf.monitor = freeRun(t, &held)
 	for _, l := range held {
 		l.Close()
 	}
@@ -71,7 +75,7 @@ func startLocalFleet(t *testing.T, chatHosts string, extra ...string) *localFlee
 		"FLEET_ADMIN_PORT="+strconv.Itoa(lf.admin),
 		"FLEET_NATS_PORT="+strconv.Itoa(lf.nats),
 		"FLEET_ROUTE_PORT="+strconv.Itoa(routes),
-		"FLEET_MONITOR_PORT="+strconv.Itoa(monitor),
+		"FLEET_MONITOR_PORT="+strconv.Itoa(lf.monitor),
 		"FLEET_CHAT_HOSTS="+chatHosts,
 		"FLEET_CACHE="+filepath.Join(cache, "shoal"),
 		"FLEET_EXTRA_ARGS="+strings.Join(extra, " "),
@@ -208,6 +212,60 @@ func (lf *localFleet) natsURL(i int) string {
 	return fmt.Sprintf("nats://127.0.0.1:%d", lf.nats+i-1)
 }
 
+// busClients lists the client names of every connection the NATS nodes
+// that are up hold.
+func (lf *localFleet) busClients() []string {
+	var names []string
+	for i := range 3 {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/connz?limit=4096", lf.monitor+i))
+		if err != nil {
+			continue
+		}
+		var cz struct {
+			Conns []struct {
+				Name string `json:"name"`
+			} `json:"connections"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&cz)
+		resp.Body.Close()
+		for _, c := range cz.Conns {
+			names = append(names, c.Name)
+		}
+	}
+	return names
+}
+
+// killHost kills host h's whole process group with -9 and returns once no
+// NATS node holds a connection of its workers or services any more, so
+// that nothing is still routed to them; it returns the time of the kill.
+func (lf *localFleet) killHost(t *testing.T, h int) time.Time {
+	t.Helper()
+	name := fmt.Sprintf("host%d", h)
+	var gone []string
+	for _, p := range lf.adminOf(h).procs() {
+		switch p.Role {
+		case "worker":
+			gone = append(gone, "shoal-worker-"+p.Shard)
+		case "service":
+			gone = append(gone, bus.ServiceClientName(p.Service, p.PID))
+		}
+	}
+	killed := time.Now()
+	if err := syscall.Kill(-lf.pid(name), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	defer waitLong(t, name+"'s bus connections gone", time.Minute, func() bool {
+		clients := lf.busClients()
+		for _, g := range gone {
+			if slices.Contains(clients, g) {
+				return false
+			}
+		}
+		return true
+	})
+	return killed
+}
+
 // logCount counts records with message msg in the log of name (host2, n1).
 func (lf *localFleet) logCount(name, msg string) int {
 	b, _ := os.ReadFile(filepath.Join(lf.dir, "log", name+".log"))
@@ -313,17 +371,23 @@ func (b *asyncBench) stop(t *testing.T) *bench.Report {
 }
 
 // TestLocalFleet runs deploy/local-fleet.sh's fleet for real: three NATS
-// nodes in a JetStream cluster and three shoal hosts on it. Status shows
-// every part; a message on the bus reaches the clients of every host; a
-// NATS node killed with -9 under echo traffic takes no client down, as
-// the hosts reconnect to the other nodes; a host killed with -9 loses its
-// clients to the others, which reconnect to the next address of their
-// list; and down leaves nothing running.
+// nodes in a JetStream cluster and three shoal hosts on it, chat on hosts
+// 1 and 2. Status shows every part. One bus spans the hosts: a broadcast
+// reaches the clients of every host, and users of host 1 and host 3 chat
+// in one room, on a stream and buckets of three replicas. The NATS node
+// leading the chat's history is killed with -9 under chat and echo
+// traffic: no stored message is lost and no client is dropped, as the
+// hosts reconnect to the other nodes. Host 2 is killed with -9: its
+// clients reconnect to the next host of their list (the bench's --url,
+// the page's servers), a chat user resumes by seq with no gap and no
+// duplicate, and its users leave presence within three heartbeats. down
+// leaves nothing running.
 func TestLocalFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a fleet of processes")
 	}
-	lf := startLocalFleet(t, "", "--drain-window", "500ms")
+	lf := startLocalFleet(t, "1 2", "--drain-window", "500ms")
+	services := []string{"", "echo,chat", "echo,chat", "echo"}
 
 	out, err := lf.run(time.Minute, "status")
 	if err != nil {
@@ -340,6 +404,9 @@ func TestLocalFleet(t *testing.T) {
 				t.Errorf("status lacks worker %d of host%d:\n%s", w, h, out)
 			}
 		}
+		if strings.Contains(services[h], "chat") && !strings.Contains(out, "    service chat 0  pid") {
+			t.Errorf("status lacks host%d's chat instance:\n%s", h, out)
+		}
 	}
 
 	// One bus for the fleet: a broadcast published on the third node
@@ -351,7 +418,7 @@ func TestLocalFleet(t *testing.T) {
 			t.Fatalf("echo on host%d: %v", h+1, err)
 		}
 	}
-	nc, err := nats.Connect(lf.natsURL(3))
+	nc, err := nats.Connect(lf.natsURL(3) + "," + lf.natsURL(2) + "," + lf.natsURL(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +436,7 @@ func TestLocalFleet(t *testing.T) {
 	waitLong(t, "status to count each host's client", time.Minute, func() bool {
 		out, _ = lf.run(time.Minute, "status")
 		for h := 1; h <= 3; h++ {
-			if !strings.Contains(out, fmt.Sprintf("host%d  pid %d  %s  services echo  connections 1", h, lf.pid(fmt.Sprintf("host%d", h)), lf.ws(h))) {
+			if !strings.Contains(out, fmt.Sprintf("host%d  pid %d  %s  services %s  connections 1", h, lf.pid(fmt.Sprintf("host%d", h)), lf.ws(h), services[h])) {
 				return false
 			}
 		}
@@ -379,18 +446,18 @@ func TestLocalFleet(t *testing.T) {
 		c.c.Close()
 	}
 
-	// kill -9 of the NATS node under echo traffic: the hosts on it
-	// reconnect to the others, and no client is dropped.
+	alice, bob := lf.chatAcrossHosts(t, nc)
+
+	// kill -9 of the NATS node leading the chat's history, under chat and
+	// echo traffic.
 	echo := startBench("echo", "--url", lf.wsAll("/ws/echo"), "--conns", "60", "--rate", "300",
 		"--msg-rate", "200", "--duration", "8s", "--size", "64")
-	waitLong(t, "echo traffic on every host", time.Minute, func() bool { return lf.conns(1) == 20 && lf.conns(3) == 20 })
+	waitLong(t, "echo traffic on every host", time.Minute, func() bool { return lf.conns(2) >= 20 && lf.conns(3) >= 21 })
 	reconnectsBefore := 0
 	for h := 1; h <= 3; h++ {
 		reconnectsBefore += lf.logCount(fmt.Sprintf("host%d", h), "bus reconnected")
 	}
-	if err := syscall.Kill(lf.pid("n1"), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	lf.chatThroughNATSLoss(t, nc, alice, bob)
 	rep := echo.wait(t, 2*time.Minute)
 	reconnects := -reconnectsBefore
 	for h := 1; h <= 3; h++ {
@@ -402,27 +469,35 @@ func TestLocalFleet(t *testing.T) {
 	if c := rep.Conns; c.Established != 60 || c.Dropped != 0 || c.Failed != 0 {
 		t.Fatalf("echo through the loss of a NATS node: %+v\n%s", c, echo.out.String())
 	}
-	// Messages in flight on the dead node are gone (echo keeps nothing),
+	// Echoes in flight on the dead node are gone (echo keeps nothing),
 	// but the traffic goes on: the last seconds saw echoes.
 	tl := rep.Timeline
 	if len(tl) < 3 || tl[len(tl)-3].Received == 0 {
 		t.Fatalf("no echoes in the last seconds after the node died:\n%s", echo.out.String())
 	}
-	t.Logf("echo through the loss of node n1: %d of %d received, %d bus reconnects", rep.Messages.Received, rep.Messages.Expected, reconnects)
-	if out, err := lf.run(2*time.Minute, "up"); err != nil || !strings.Contains(out, "nats n1") {
+	t.Logf("echo through the loss of a NATS node: %d of %d received, %d bus reconnects", rep.Messages.Received, rep.Messages.Expected, reconnects)
+	if out, err := lf.run(2*time.Minute, "up"); err != nil || !strings.Contains(out, "nats n") {
 		t.Fatalf("up after the node died: %v\n%s", err, out)
 	}
 
-	// kill -9 of a whole host: its clients reconnect to the next host of
-	// their list, and none fails.
-	connect := startBench("connect", "--url", lf.wsAll("/ws/echo"), "--conns", "90", "--rate", "300", "--hold", "10m", "--reconnect")
-	waitLong(t, "30 clients on every host", time.Minute, func() bool {
-		return lf.conns(1) == 30 && lf.conns(2) == 30 && lf.conns(3) == 30
+	// kill -9 of a whole host, with a chat instance on it, under load from
+	// shoal bench connect --reconnect and while alice talks.
+	var connect *asyncBench
+	// The chat users connected by then: alice on host1, dave and ghost on
+	// host2, bob on host3.
+	chatUsers := [4]int{0, 1, 2, 1}
+	lf.chatThroughHostLoss(t, alice, bob, func() time.Time {
+		connect = startBench("connect", "--url", lf.wsAll("/ws/echo"), "--conns", "90", "--rate", "300", "--hold", "10m", "--reconnect")
+		waitLong(t, "30 bench clients on every host", time.Minute, func() bool {
+			return lf.conns(1) == chatUsers[1]+30 && lf.conns(2) == chatUsers[2]+30 && lf.conns(3) == chatUsers[3]+30
+		})
+		return lf.killHost(t, 2)
 	})
-	if err := syscall.Kill(-lf.pid("host2"), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitLong(t, "host2's clients on host3", time.Minute, func() bool { return lf.conns(1) == 30 && lf.conns(3) == 60 })
+	// Every bench client is back, host2's on host3 (the next address of
+	// their list), and dave too.
+	waitLong(t, "host2's clients on host3", time.Minute, func() bool {
+		return lf.conns(1) == chatUsers[1]+30 && lf.conns(3) == chatUsers[3]+60+1
+	})
 	rep = connect.stop(t)
 	if c := rep.Conns; c.Established != 90 || c.Reconnects != 30 || c.Failed != 0 {
 		t.Fatalf("clients of a dead host: %+v, want 90 established, 30 reconnected, none failed\n%s", c, connect.out.String())
