@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,7 +21,26 @@ const (
 	DefaultMaxHeaderBytes   = 8 << 10
 	DefaultMaxConnsPerIP    = 4096
 	DefaultMaxHTTPConns     = 1024
+	DefaultMaxHandshakeRate = 10000
 )
+
+// maxConnsRetryAfter is the Retry-After of a handshake refused because the
+// worker is full: connections free up slowly, and the kernel may well send
+// the retry to another worker of the port anyway.
+const maxConnsRetryAfter = 5 * time.Second
+
+// DefaultMaxConns is the default of Config.MaxConns: nine tenths of the
+// process's open-files limit, leaving the rest to handshakes under way,
+// plain HTTP connections, the bus and the poller. A worker that refuses at
+// its own limit answers with a clear 503; one that runs out of file
+// descriptors can only stop accepting.
+func DefaultMaxConns() int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == 0 {
+		return 1 << 20
+	}
+	return int(min(lim.Cur, 1<<30) * 9 / 10)
+}
 
 // acceptBatch bounds the connections taken per readiness event, so that a
 // connect storm does not keep the poller goroutine from other sockets.
@@ -50,7 +70,16 @@ type Config struct {
 	MaxHeaderBytes int
 	// MaxConnsPerIP bounds the connections one client address holds on this
 	// acceptor, handshakes included (default 4096; negative: no limit).
+	// Past it a new connection is answered 429 at once.
 	MaxConnsPerIP int
+	// MaxConns bounds the WebSocket connections handed over by Upgraded and
+	// not yet released (default DefaultMaxConns(); negative: no limit).
+	// Past it a handshake is answered 503 with Retry-After.
+	MaxConns int
+	// MaxHandshakeRate bounds the upgrades per second, with bursts of as
+	// many (default 10000; negative: no limit). Past it a handshake is
+	// answered 503 with Retry-After: the seconds until the next one fits.
+	MaxHandshakeRate int
 	// MaxHTTPConns bounds concurrent plain HTTP connections (default 1024).
 	MaxHTTPConns int
 
@@ -63,7 +92,9 @@ type Config struct {
 	// Authenticate, when set, checks each WebSocket request and names its
 	// user ("" for an anonymous client). An error refuses the handshake
 	// with 401, or with the status and reason of a *RejectError, whose Err
-	// text is the body the client reads.
+	// text is the body the client reads. The credential the handshake
+	// consumed leaves with it: the token query parameter (see
+	// [Request.Token]) is taken out of Upgraded.URI, which travels on.
 	Authenticate func(*Request) (user string, err error)
 	// HTTP serves every request that is not for /ws/; nil answers 404.
 	HTTP http.Handler
@@ -85,7 +116,8 @@ type Upgraded struct {
 	Fd      int
 	Remote  netip.AddrPort
 	Service string
-	// URI is the request target: path and query.
+	// URI is the request target: path and query, without the token
+	// parameter when Config.Authenticate checked it.
 	URI string
 	// User is the user named by Config.Authenticate, if any.
 	User string
@@ -116,6 +148,10 @@ type Acceptor struct {
 	http   *httpHandoff
 	bufs   sync.Pool // *[]byte of MaxHeaderBytes
 	pauses *time.Timer
+
+	held       atomic.Int64 // connections handed over and not released
+	handshakes netpoll.Rate // MaxHandshakeRate
+	hsBucket   atomic.Int64 // its bucket
 
 	mu        sync.Mutex
 	pending   map[*pending]struct{}
@@ -148,6 +184,12 @@ func New(ln *Listener, cfg Config) (*Acceptor, error) {
 	if cfg.MaxHTTPConns <= 0 {
 		cfg.MaxHTTPConns = DefaultMaxHTTPConns
 	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns()
+	}
+	if cfg.MaxHandshakeRate == 0 {
+		cfg.MaxHandshakeRate = DefaultMaxHandshakeRate
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -157,6 +199,9 @@ func New(ln *Listener, cfg Config) (*Acceptor, error) {
 		log:     cfg.Logger,
 		ips:     ipLimit{max: cfg.MaxConnsPerIP, n: make(map[netip.Addr]int32)},
 		pending: make(map[*pending]struct{}),
+		// A second's worth at once: a burst of reconnects after a restart
+		// elsewhere is what the limit must smooth, not refuse outright.
+		handshakes: netpoll.NewRate(cfg.MaxHandshakeRate, cfg.MaxHandshakeRate),
 	}
 	a.http = newHTTPHandoff(cfg.HTTP, cfg.HandshakeTimeout, cfg.MaxHeaderBytes, cfg.MaxHTTPConns, ln.Addr(), cfg.Logger)
 	size := cfg.MaxHeaderBytes
@@ -185,8 +230,36 @@ func (a *Acceptor) Start() error {
 func (a *Acceptor) Addr() netip.AddrPort { return a.ln.Addr() }
 
 // Release gives back the per-address slot of a connection handed over by
-// Config.Upgraded, once that connection is closed.
-func (a *Acceptor) Release(remote netip.AddrPort) { a.ips.release(remote.Addr()) }
+// Config.Upgraded, and its place under Config.MaxConns, once that
+// connection is closed.
+func (a *Acceptor) Release(remote netip.AddrPort) {
+	a.held.Add(-1)
+	a.ips.release(remote.Addr())
+}
+
+// Held reports the connections handed over and not yet released.
+func (a *Acceptor) Held() int { return int(a.held.Load()) }
+
+// admitUpgrade takes a place under MaxConns and a token of the handshake
+// rate for a WebSocket request, or answers it with 503. The place is the
+// caller's to give back if the upgrade fails. The rate is checked second,
+// so that a full worker spends no tokens; a token is spent whatever the
+// upgrade's outcome, since the rate bounds the work of handshakes.
+func (a *Acceptor) admitUpgrade(fd int, remote netip.AddrPort) bool {
+	if held := a.held.Add(1); a.cfg.MaxConns > 0 && held > int64(a.cfg.MaxConns) {
+		a.held.Add(-1)
+		a.refuseAfter(fd, remote, http.StatusServiceUnavailable, "max_conns",
+			"this server holds all the connections it may: try again later", maxConnsRetryAfter)
+		return false
+	}
+	if ok, wait := a.handshakes.TakeShared(&a.hsBucket, a.cfg.Wheel.Now()); !ok {
+		a.held.Add(-1)
+		a.refuseAfter(fd, remote, http.StatusServiceUnavailable, "handshake_rate",
+			"too many new connections: try again shortly", wait)
+		return false
+	}
+	return true
+}
 
 // Pending reports the connections still in their handshake.
 func (a *Acceptor) Pending() int {

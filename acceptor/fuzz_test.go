@@ -3,6 +3,8 @@ package acceptor
 import (
 	"bytes"
 	"net/netip"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,6 +54,35 @@ func FuzzHandshake(f *testing.F) {
 			if !bytes.HasPrefix(resp, []byte("HTTP/1.1 4")) && !bytes.HasPrefix(resp, []byte("HTTP/1.1 5")) {
 				t.Fatalf("refused %q (%v) with response %q", head, err, resp)
 			}
+		}
+	})
+}
+
+// FuzzWithoutToken: whatever the target, what is left has no parameter
+// that Request.Token would read, and every other parameter is kept in
+// order, byte for byte.
+func FuzzWithoutToken(f *testing.F) {
+	for _, s := range []string{"/ws/chat?token=a", "/ws/chat?room=lobby&token=abc&x=1", "/ws/c?%74oken=1", "/ws/c?a=%zz&token=", "/ws/c?&&token&", "/ws/c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		out := withoutToken(target)
+		if (&Request{URI: out}).Token() != "" {
+			t.Fatalf("withoutToken(%q) = %q still carries a token", target, out)
+		}
+		path, query, _ := strings.Cut(target, "?")
+		if !strings.HasPrefix(out, path) {
+			t.Fatalf("withoutToken(%q) = %q changed the path", target, out)
+		}
+		var kept []string
+		for part := range strings.SplitSeq(query, "&") {
+			key, _, _ := strings.Cut(part, "=")
+			if k, err := url.QueryUnescape(key); err != nil || k != "token" {
+				kept = append(kept, part)
+			}
+		}
+		if _, rest, _ := strings.Cut(out, "?"); out != target && rest != strings.Join(kept, "&") {
+			t.Fatalf("withoutToken(%q) = %q, want the query %q", target, out, strings.Join(kept, "&"))
 		}
 	})
 }

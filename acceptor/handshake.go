@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
@@ -166,9 +167,12 @@ func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
 	case a.isDraining():
 		a.refuse(fd, remote, http.StatusServiceUnavailable, "draining", "shutting down, connect again")
 		return
+	case !a.admitUpgrade(fd, remote):
+		return
 	}
 	up, err := a.upgrade(fdWriter(fd), remote, service, rl.target, head)
 	if err != nil {
+		a.held.Add(-1)
 		// The upgrader has answered the client already.
 		var rej *RejectError
 		reason := "handshake"
@@ -187,8 +191,14 @@ func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
 
 // refuse answers a request with an error status and closes it.
 func (a *Acceptor) refuse(fd int, remote netip.AddrPort, status int, reason, msg string) {
+	a.refuseAfter(fd, remote, status, reason, msg, 0)
+}
+
+// refuseAfter is refuse with a Retry-After of retry (see
+// statusResponseAfter).
+func (a *Acceptor) refuseAfter(fd int, remote netip.AddrPort, status int, reason, msg string, retry time.Duration) {
 	a.reject(reason)
-	writeFull(fd, statusResponse(status, msg))
+	writeFull(fd, statusResponseAfter(status, msg, retry))
 	a.closeFd(fd, remote)
 }
 
@@ -251,6 +261,9 @@ func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target s
 			w.Write(statusResponse(status, err.Error()))
 		}
 		return nil, &RejectError{Status: status, Reason: "handshake", Err: err}
+	}
+	if a.cfg.Authenticate != nil {
+		target = withoutToken(target)
 	}
 	return &Upgraded{
 		Remote:   remote,
@@ -329,6 +342,33 @@ func (r *Request) Token() string {
 	return ""
 }
 
+// withoutToken returns a request target without its token parameters
+// (named "token" once unescaped, as Request.Token reads them), the rest
+// of the query left byte for byte as the client sent it.
+func withoutToken(target string) string {
+	path, query, ok := strings.Cut(target, "?")
+	if !ok {
+		return target
+	}
+	var kept []string
+	dropped := false
+	for part := range strings.SplitSeq(query, "&") {
+		key, _, _ := strings.Cut(part, "=")
+		if k, err := url.QueryUnescape(key); err == nil && k == "token" {
+			dropped = true
+			continue
+		}
+		kept = append(kept, part)
+	}
+	if !dropped {
+		return target
+	}
+	if len(kept) == 0 {
+		return path
+	}
+	return path + "?" + strings.Join(kept, "&")
+}
+
 // headConn is the io.ReadWriter the upgrader sees: the request head
 // already read, and the socket for the answer.
 type headConn struct {
@@ -387,8 +427,17 @@ func writeFull(fd int, p []byte) error {
 
 // statusResponse is a complete plain-text HTTP answer that closes the
 // connection.
-func statusResponse(status int, msg string) []byte {
+func statusResponse(status int, msg string) []byte { return statusResponseAfter(status, msg, 0) }
+
+// statusResponseAfter is statusResponse with, when retry is not 0, a
+// Retry-After of whole seconds, rounded up and at least one.
+func statusResponseAfter(status int, msg string, retry time.Duration) []byte {
 	body := msg + "\n"
-	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-		status, http.StatusText(status), len(body), body)
+	b := fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n",
+		status, http.StatusText(status), len(body))
+	if retry != 0 {
+		secs := max(int64((retry+time.Second-1)/time.Second), 1)
+		b = fmt.Appendf(b, "Retry-After: %d\r\n", secs)
+	}
+	return append(append(b, "\r\n"...), body...)
 }

@@ -42,6 +42,16 @@ type ShardStats struct {
 	MessagesIn  uint64            `json:"messages_in"`
 	MessagesOut uint64            `json:"messages_out"`
 	Closes      map[string]uint64 `json:"closes,omitempty"` // by close code, as a decimal string
-	BusErrors   uint64            `json:"bus_errors"`
-	BusDropped  uint64            `json:"bus_dropped"`
+	// ServerCloses counts the connections the shard closed on its own, by
+	// reason: slow_consumer (outbound queue full, 1008), flood (kept
+	// sending past its rate limit, 1008), idle (no answer within the idle
+	// timeout, 1001), too_big (1009), protocol (1002), invalid_utf8 (1007),
+	// bus_down (the bus refused a message, 1013).
+	ServerCloses map[string]uint64 `json:"server_closes,omitempty"`
+	// Dropped counts messages dropped, by reason: rate_limit (from clients
+	// sending past their rate limit) and queue_full (to slow clients of a
+	// drop-oldest service). The services heard of each in dropped events.
+	Dropped    map[string]uint64 `json:"dropped,omitempty"`
+	BusErrors  uint64            `json:"bus_errors"`
+	BusDropped uint64            `json:"bus_dropped"`
 }

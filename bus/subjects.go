@@ -15,7 +15,8 @@ const DefaultPrefix = "shoal"
 const (
 	// HeaderConn carries the connection id "<shard>.<conn>".
 	HeaderConn = "Shoal-Conn"
-	// HeaderEvent carries the client event on service subjects: EventOpen, EventMessage or EventClose.
+	// HeaderEvent carries the client event on service subjects: EventOpen,
+	// EventMessage, EventDropped or EventClose.
 	HeaderEvent = "Shoal-Event"
 	// HeaderCmd carries the command on shard subjects: CmdSend, CmdJoin, CmdLeave, CmdIdentify or CmdClose.
 	HeaderCmd = "Shoal-Cmd"
@@ -38,6 +39,12 @@ const (
 	HeaderCloseReason = "Shoal-Close-Reason"
 	// HeaderError is set in the reply to a command that failed; absent on success.
 	HeaderError = "Shoal-Error"
+	// HeaderDropReason says why a shard dropped messages of a connection, on
+	// dropped events: DropRateLimit or DropQueueFull.
+	HeaderDropReason = "Shoal-Drop-Reason"
+	// HeaderDropCount is how many messages were dropped (decimal, at least 1)
+	// since the connection's last dropped event of that reason.
+	HeaderDropCount = "Shoal-Drop-Count"
 )
 
 // Values of HeaderEvent.
@@ -45,6 +52,20 @@ const (
 	EventOpen    = "open"
 	EventMessage = "message"
 	EventClose   = "close"
+	// EventDropped tells the service that the shard dropped messages of the
+	// connection, so that it can tell the client in its own protocol.
+	EventDropped = "dropped"
+)
+
+// Values of HeaderDropReason.
+const (
+	// DropRateLimit: messages from the client, sent faster than its rate
+	// limit allows, never reached the service.
+	DropRateLimit = "rate_limit"
+	// DropQueueFull: messages to the client were dropped, the oldest first,
+	// because its outbound queue was full and its service's slow-consumer
+	// policy is drop-oldest.
+	DropQueueFull = "queue_full"
 )
 
 // Values of HeaderCmd.

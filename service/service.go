@@ -92,6 +92,8 @@ type Funcs struct {
 	OnOpen    func(c *Conn) error
 	OnMessage func(c *Conn, op Opcode, data []byte)
 	OnClose   func(c *Conn, code int, reason string)
+	// OnDropped makes Funcs a DropHandler.
+	OnDropped func(c *Conn, reason DropReason, count int)
 }
 
 // Open calls OnOpen if set.
@@ -429,6 +431,17 @@ func (s *Service) handle(m *nats.Msg) {
 		}
 		s.events.Add(1)
 		s.h.Close(c, code, hd.Get(bus.HeaderCloseReason))
+	case bus.EventDropped:
+		n, err := strconv.Atoi(hd.Get(bus.HeaderDropCount))
+		reason := hd.Get(bus.HeaderDropReason)
+		if err != nil || n < 1 || reason == "" {
+			s.badEvent(m, "bad "+bus.HeaderDropCount+" or "+bus.HeaderDropReason)
+			return
+		}
+		if dh, ok := s.h.(DropHandler); ok {
+			s.events.Add(1)
+			dh.Dropped(c, DropReason(reason), n)
+		}
 	default:
 		s.badEvent(m, "bad "+bus.HeaderEvent)
 	}

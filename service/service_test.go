@@ -708,3 +708,45 @@ func TestNoShardDownWhileTheServiceIsCutOff(t *testing.T) {
 		t.Fatalf("ShardDown(%q)", got)
 	}
 }
+
+// Dropped events reach a DropHandler in order with the connection's other
+// events; a Handler without one ignores them, and a malformed one is
+// counted, not delivered.
+func TestDroppedEvents(t *testing.T) {
+	snc, tnc := testBus(t)
+	type drop struct {
+		id     string
+		reason service.DropReason
+		count  int
+	}
+	ch := make(chan any, 16)
+	s := runService(t, snc, service.Config{Name: "ticker"}, service.Funcs{
+		OnMessage: func(c *service.Conn, op service.Opcode, data []byte) { ch <- string(data) },
+		OnDropped: func(c *service.Conn, reason service.DropReason, count int) {
+			ch <- drop{c.ID(), reason, count}
+		},
+	})
+	event(t, tnc, "ticker", bus.EventMessage, "s1.4", []byte("before"))
+	event(t, tnc, "ticker", bus.EventDropped, "s1.4", nil, bus.HeaderDropReason, bus.DropRateLimit, bus.HeaderDropCount, "17")
+	event(t, tnc, "ticker", bus.EventDropped, "s1.4", nil, bus.HeaderDropReason, bus.DropQueueFull, bus.HeaderDropCount, "3")
+	event(t, tnc, "ticker", bus.EventDropped, "s1.4", nil, bus.HeaderDropReason, bus.DropQueueFull, bus.HeaderDropCount, "0")
+	event(t, tnc, "ticker", bus.EventDropped, "s1.4", nil, bus.HeaderDropCount, "2")
+	event(t, tnc, "ticker", bus.EventMessage, "s1.4", []byte("after"))
+	for i, want := range []any{"before", drop{"s1.4", service.DropRateLimit, 17}, drop{"s1.4", service.DropQueueFull, 3}, "after"} {
+		if got := recv(t, ch, "event "+itoa(i)); got != want {
+			t.Fatalf("event %d: %+v, want %+v", i, got, want)
+		}
+	}
+	waitFor(t, "the malformed count", func() bool { return s.Stats().Malformed == 2 })
+
+	plain := make(chan seen, 4)
+	p := runService(t, snc, service.Config{Name: "plain"}, struct{ service.Handler }{recorder(plain)})
+	event(t, tnc, "plain", bus.EventDropped, "s1.5", nil, bus.HeaderDropReason, bus.DropRateLimit, bus.HeaderDropCount, "1")
+	event(t, tnc, "plain", bus.EventClose, "s1.5", nil, bus.HeaderCloseCode, "1000")
+	if got := recv(t, plain, "close"); got.ev != "close" {
+		t.Fatalf("got %+v, want the close", got)
+	}
+	if st := p.Stats(); st.Malformed != 0 || st.Events != 1 {
+		t.Fatalf("stats %+v: a dropped event without a DropHandler is neither delivered nor malformed", st)
+	}
+}

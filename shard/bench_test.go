@@ -128,8 +128,18 @@ func (h *harness) countMessages(b *testing.B) *counter {
 // message event out on the bus. The client writes ahead as far as TCP lets
 // it; the run ends when the last event has arrived.
 func BenchmarkReadPath(b *testing.B) {
+	benchReadPath(b, func(c *Config) { c.MaxMessageRate = -1 })
+}
+
+// BenchmarkReadPath_RateLimited is the same with a message rate limit on,
+// high enough never to refuse: what the token bucket costs a message.
+func BenchmarkReadPath_RateLimited(b *testing.B) {
+	benchReadPath(b, func(c *Config) { c.MaxMessageRate, c.MaxMessageBurst = 1<<30, 1<<30 })
+}
+
+func benchReadPath(b *testing.B, mod func(*Config)) {
 	b.ReportAllocs()
-	h := startShard(b, func(c *Config) { c.MaxMessageRate = -1 })
+	h := startShard(b, mod)
 	tc, _ := h.connect("/ws/echo")
 	h.drainEvents(b, nil)
 	events := h.countMessages(b)

@@ -27,7 +27,13 @@ type testClient struct {
 
 func dialWS(t testing.TB, addr, target string) *testClient {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	return dialWSWith(t, &net.Dialer{}, addr, target)
+}
+
+// dialWSWith is dialWS through d, for sockets with options of their own.
+func dialWSWith(t testing.TB, d *net.Dialer, addr, target string) *testClient {
+	t.Helper()
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
@@ -75,11 +76,11 @@ type conn struct {
 	inflight    int8          // queued frames handed to the writev in progress
 	closeCode   ws.StatusCode // reported in the close event
 	closeReason string
-	rateSec     uint32   // rate-limit window (wheel seconds)
-	rateN       uint32   // messages in that window
-	outOff      int32    // bytes of out[0] already written
-	outBytes    int      // bytes queued
-	out         [][]byte // frames waiting for the socket; nil when empty
+	msgBucket   int64      // the MaxMessageRate bucket (netpoll.Rate)
+	drops       *dropState // nil until the shard drops a message of this connection
+	outOff      int32      // bytes of out[0] already written
+	outBytes    int        // bytes queued
+	out         [][]byte   // frames waiting for the socket; nil when empty
 	user        string
 	rooms       []*room // rooms joined; guarded by Shard.roomsMu, not mu
 }
@@ -87,9 +88,10 @@ type conn struct {
 // Task views of a conn, so that scheduling one on the pool is a pointer
 // conversion and not an allocation.
 type (
-	readTask  conn
-	flushTask conn
-	endTask   conn
+	readTask   conn
+	flushTask  conn
+	endTask    conn
+	reportTask conn
 )
 
 func (t *endTask) Run() { (*conn)(t).terminate() }
@@ -97,8 +99,8 @@ func (t *endTask) Run() { (*conn)(t).terminate() }
 // errStopReading ends Feed once the peer's close frame was handled.
 var errStopReading = errors.New("shard: close frame received")
 
-// errRateLimited ends a connection that sends faster than allowed.
-var errRateLimited = errors.New("shard: message rate limit exceeded")
+// errFlooding ends a connection that keeps sending past its rate limit.
+var errFlooding = errors.New("shard: message rate limit exceeded")
 
 // acquireLocked takes a reference on fd for a syscall made without c.mu.
 func (c *conn) acquireLocked() bool {
@@ -261,14 +263,23 @@ func (c *conn) readFailed(err error) {
 	case errors.Is(err, errStopReading):
 		// The close handshake is under way or done; see Control.
 	case errors.As(err, &ce):
-		c.s.stats.protocolErrors.Add(1)
+		switch ce.Code {
+		case ws.StatusMessageTooBig:
+			c.s.stats.serverCloses[closeTooBig].Add(1)
+		case ws.StatusInvalidFramePayloadData:
+			c.s.stats.serverCloses[closeUTF8].Add(1)
+		default:
+			c.s.stats.serverCloses[closeProtocol].Add(1)
+		}
 		c.fail(ce.Code, ce.Reason)
-	case errors.Is(err, errRateLimited):
+	case errors.Is(err, errFlooding):
+		c.s.stats.serverCloses[closeFlood].Add(1)
 		c.fail(ws.StatusPolicyViolation, "message rate limit exceeded")
 	default:
 		// The bus refused the message: tell the client to come back
 		// rather than lose its messages silently.
 		c.s.stats.busErrors.Add(1)
+		c.s.stats.serverCloses[closeBus].Add(1)
 		c.fail(ws.StatusCode(1013), "bus unavailable, try again later")
 	}
 }
@@ -299,16 +310,15 @@ func (c *conn) Message(op ws.OpCode, p []byte) error {
 		c.mu.Unlock()
 		return nil
 	}
-	if s.cfg.MaxMessageRate > 0 {
-		sec := uint32(s.wheel.Now() / 1e9)
-		if sec != c.rateSec {
-			c.rateSec, c.rateN = sec, 0
+	if !s.msgRate.Take(&c.msgBucket, s.wheel.Now()) {
+		// Dropped, and the service told: a client that sends too fast
+		// loses its excess, not its connection, unless it keeps at it.
+		flooding := c.dropInboundLocked()
+		c.mu.Unlock()
+		if flooding {
+			return errFlooding
 		}
-		c.rateN++
-		if c.rateN > uint32(s.cfg.MaxMessageRate) {
-			c.mu.Unlock()
-			return errRateLimited
-		}
+		return nil
 	}
 	user := c.user
 	c.mu.Unlock()
@@ -320,7 +330,19 @@ func (c *conn) Control(op ws.OpCode, p []byte) error {
 	c.s.stats.controlIn.Add(1)
 	switch op {
 	case ws.OpPing:
-		c.write(wire.AppendFrame(nil, ws.OpPong, true, p))
+		// A ping costs a write, so pings spend the message rate too: one
+		// past it gets no pong and counts towards flooding, but is not
+		// reported to the service, which never sees pings.
+		c.mu.Lock()
+		ok := c.s.msgRate.Take(&c.msgBucket, c.s.wheel.Now())
+		flooding := !ok && c.floodLocked()
+		c.mu.Unlock()
+		if flooding {
+			return errFlooding
+		}
+		if ok {
+			c.write(wire.AppendFrame(nil, ws.OpPong, true, p))
+		}
 	case ws.OpClose:
 		code, reason := wire.ParseClose(p)
 		c.mu.Lock()
@@ -367,15 +389,26 @@ func (c *conn) Expire(now int64) {
 		return
 	}
 	idle := now - c.lastRead.Load()
+	var next time.Duration
 	switch {
 	case idle >= int64(s.cfg.IdleTimeout):
+		s.stats.serverCloses[closeIdle].Add(1)
 		c.beginCloseLocked(ws.StatusGoingAway, "idle timeout", afterShutdown)
 		c.flushLocked()
+		return
 	case idle >= int64(s.cfg.PingInterval):
 		c.enqueueLocked(s.pingFrame)
 		c.flushLocked()
-		s.wheel.Schedule(&c.timer, min(s.cfg.PingInterval, s.cfg.IdleTimeout-timeDuration(idle)), c)
+		if c.state != stateOpen {
+			return // the ping overflowed the queue: closing
+		}
+		next = min(s.cfg.PingInterval, s.cfg.IdleTimeout-timeDuration(idle))
 	default:
-		s.wheel.Schedule(&c.timer, s.cfg.PingInterval-timeDuration(idle), c)
+		next = s.cfg.PingInterval - timeDuration(idle)
 	}
+	// The timer also brings the next dropped event when it is due.
+	if wait, ok := c.reportDueLocked(now); ok {
+		next = min(next, wait)
+	}
+	s.wheel.Schedule(&c.timer, next, c)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -41,8 +42,7 @@ func (s *Shard) dispatch() {
 	for {
 		select {
 		case m := <-s.inbox:
-			s.cork = len(s.inbox) > 0
-			s.handle(m)
+			s.apply(m)
 		case <-s.stop:
 			s.uncork()
 			if len(s.pendingJoins) > 0 {
@@ -50,12 +50,19 @@ func (s *Shard) dispatch() {
 			}
 			return
 		}
-		if len(s.corked) > 0 && (len(s.inbox) == 0 || s.corkMsgs >= corkMaxMsgs || s.corkBytes >= s.corkMaxBytes()) {
-			s.uncork()
-		}
-		if len(s.pendingJoins) > 0 && len(s.inbox) == 0 {
-			s.confirmJoins()
-		}
+	}
+}
+
+// apply handles one bus message on the dispatcher goroutine, then writes
+// the batch out and answers the joins waiting when nothing else waits.
+func (s *Shard) apply(m *nats.Msg) {
+	s.cork = len(s.inbox) > 0
+	s.handle(m)
+	if len(s.corked) > 0 && (len(s.inbox) == 0 || s.corkMsgs >= corkMaxMsgs || s.corkBytes >= s.corkMaxBytes()) {
+		s.uncork()
+	}
+	if len(s.pendingJoins) > 0 && len(s.inbox) == 0 {
+		s.confirmJoins()
 	}
 }
 
@@ -113,7 +120,9 @@ func (s *Shard) command(m *nats.Msg) {
 			}
 			code = n
 		}
-		c.goAway(code, header(m, bus.HeaderCloseReason))
+		// A close frame's reason must be UTF-8: a service's mistake must
+		// not make the client fail the connection over our frame.
+		c.goAway(code, strings.ToValidUTF8(header(m, bus.HeaderCloseReason), "\uFFFD"))
 		s.reply(m, nil)
 	default:
 		s.reply(m, errBadCommand)
@@ -168,6 +177,7 @@ var (
 	eventOpen    = []string{bus.EventOpen}
 	eventMessage = []string{bus.EventMessage}
 	eventClose   = []string{bus.EventClose}
+	eventDropped = []string{bus.EventDropped}
 	opcodeBinary = []string{bus.OpcodeBinary}
 )
 

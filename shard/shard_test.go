@@ -446,10 +446,17 @@ func TestSlowConsumer(t *testing.T) {
 	}
 }
 
+// A peer that reads but answers nothing is closed with 1001 after the idle
+// timeout; one that answers nothing and reads nothing either (half-open,
+// or stopped) is ended once its close frame cannot be delivered; a peer
+// that answers pings stays. Both closes are counted as idle.
 func TestKeepalive(t *testing.T) {
-	h := startShard(t, func(c *Config) { c.PingInterval = 100 * time.Millisecond; c.IdleTimeout = 400 * time.Millisecond })
-	quiet := dialWS(t, h.addr, "/ws/echo")
-	live := dialWS(t, h.addr, "/ws/echo")
+	h := startShard(t, func(c *Config) {
+		c.PingInterval, c.IdleTimeout, c.CloseTimeout = 100*time.Millisecond, 400*time.Millisecond, 200*time.Millisecond
+	})
+	_, gone := h.connect("/ws/echo")
+	quiet, _ := h.connect("/ws/echo")
+	live, _ := h.connect("/ws/echo")
 	// live answers every ping, quiet never answers.
 	pings := make(chan int, 1)
 	go func() {
@@ -474,21 +481,16 @@ func TestKeepalive(t *testing.T) {
 		}
 	}()
 	quiet.expectClose(1001)
+	events := h.connEvents(gone)
+	if closed := events[len(events)-1]; closed.Header.Get(bus.HeaderCloseCode) != "1001" || closed.Header.Get(bus.HeaderCloseReason) != "idle timeout" {
+		t.Fatalf("close event of the peer that was gone: %v", closed.Header)
+	}
 	if n := <-pings; n < 10 {
 		t.Fatalf("live client saw %d pings before its connection ended", n)
 	}
-	if h.s.Conns() != 1 {
-		t.Fatalf("conns %d, want the live client only", h.s.Conns())
+	if st := h.s.Stats(); st.Conns != 1 || st.ServerCloses["idle"] != 2 {
+		t.Fatalf("conns %d, server closes %v; want the live client only, after 2 idle closes", st.Conns, st.ServerCloses)
 	}
-}
-
-func TestRateLimit(t *testing.T) {
-	h := startShard(t, func(c *Config) { c.MaxMessageRate = 5 })
-	tc := dialWS(t, h.addr, "/ws/echo")
-	for range 20 {
-		tc.send(ws.OpText, true, []byte("spam"))
-	}
-	tc.expectClose(1008)
 }
 
 func TestShutdownSendsGoingAway(t *testing.T) {

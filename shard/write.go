@@ -131,13 +131,21 @@ func (c *conn) writeDirectLocked(frame []byte) {
 	}
 }
 
-// enqueueLocked adds a frame to the queue, or, if the queue would pass its
-// bound, drops what waits and closes the connection with 1008: a client
-// that cannot keep up must not make the gateway hold unbounded memory, nor
-// slow anyone else down.
+// enqueueLocked adds a frame to the queue. If the queue would pass its
+// bound, the service's slow-consumer policy decides: drop the oldest
+// frames waiting (see dropOldestLocked), or drop everything waiting and
+// close the connection with 1008. Either way a client that cannot keep up
+// does not make the gateway hold unbounded memory, nor slow anyone else.
 func (c *conn) enqueueLocked(frame []byte) {
 	if len(c.out) > 0 && c.outBytes+len(frame) > c.s.cfg.MaxQueue {
-		c.s.stats.slowClosed.Add(1)
+		if c.route.slow == SlowDropOldest {
+			if c.dropOldestLocked(frame) {
+				c.out = append(c.out, frame)
+				c.outBytes += len(frame)
+			}
+			return
+		}
+		c.s.stats.serverCloses[closeSlow].Add(1)
 		// Frames a writev in progress holds, and the frame half on the
 		// wire, must stay: the first so that the bytes written are counted
 		// off the right frames, the second so that the client can still

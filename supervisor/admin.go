@@ -135,6 +135,8 @@ var (
 	descBytes    = prometheus.NewDesc("shoal_bytes_total", "Bytes on client sockets, by direction.", append(labels, "direction"), nil)
 	descMessages = prometheus.NewDesc("shoal_messages_total", "Messages, by direction (out counts each delivery).", append(labels, "direction"), nil)
 	descCloses   = prometheus.NewDesc("shoal_closes_total", "Connections ended, by close code.", append(labels, "code"), nil)
+	descSrvClose = prometheus.NewDesc("shoal_server_closes_total", "Connections a worker closed on its own, by reason (slow_consumer, flood, idle, too_big, protocol, invalid_utf8, bus_down).", append(labels, "reason"), nil)
+	descDropped  = prometheus.NewDesc("shoal_messages_dropped_total", "Messages dropped, by reason: rate_limit (from clients past their rate), queue_full (to slow clients of drop-oldest services).", append(labels, "reason"), nil)
 	descBusErr   = prometheus.NewDesc("shoal_bus_errors_total", "Failed bus operations on a worker.", labels, nil)
 	descBusDrop  = prometheus.NewDesc("shoal_bus_dropped_total", "Bus messages dropped because a worker fell behind.", labels, nil)
 	descRestarts = prometheus.NewDesc("shoal_child_restarts_total", "Children restarted after dying.", []string{"role", "service", "slot"}, nil)
@@ -142,7 +144,7 @@ var (
 )
 
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descRooms, descUpgrades, descRejected, descFrames, descWrites, descBytes, descMessages, descCloses, descBusErr, descBusDrop, descRestarts, descLastBeat} {
+	for _, d := range []*prometheus.Desc{descConns, descRooms, descUpgrades, descRejected, descFrames, descWrites, descBytes, descMessages, descCloses, descSrvClose, descDropped, descBusErr, descBusDrop, descRestarts, descLastBeat} {
 		ch <- d
 	}
 }
@@ -196,6 +198,12 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descMessages, st.MessagesOut, "out")
 		for code, n := range st.Closes {
 			counter(descCloses, n, code)
+		}
+		for reason, n := range st.ServerCloses {
+			counter(descSrvClose, n, reason)
+		}
+		for reason, n := range st.Dropped {
+			counter(descDropped, n, reason)
 		}
 		counter(descBusErr, st.BusErrors)
 		counter(descBusDrop, st.BusDropped)

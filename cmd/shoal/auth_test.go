@@ -143,9 +143,9 @@ func TestTokenAtHandshake(t *testing.T) {
 	rejected := make(map[string]uint64)
 	for _, c := range tokenCases(t) {
 		tok := c.token(key)
-		target := base
+		target := base + "?room=lobby"
 		if tok != "" {
-			target += "?token=" + url.QueryEscape(tok)
+			target += "&token=" + url.QueryEscape(tok)
 		}
 		if c.status != 101 {
 			status, body := handshake(t, target)
@@ -171,6 +171,11 @@ func TestTokenAtHandshake(t *testing.T) {
 				t.Fatalf("%s (%s): %v", c.name, how, err)
 			}
 			open := next(bus.EventOpen)
+			// The token was checked here: services get the rest of the
+			// query, not the credential.
+			if got, want := open.Header.Get(bus.HeaderPath), map[string]string{"query": "/ws/echo?room=lobby", "bearer": "/ws/echo"}[how]; got != want {
+				t.Errorf("%s (%s): Shoal-Path %q, want %q", c.name, how, got, want)
+			}
 			if err := wsutil.WriteClientText(conn, []byte("hi")); err != nil {
 				t.Fatal(err)
 			}

@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/shoal-gw/shoal/acceptor"
+	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/shard"
 )
 
@@ -83,13 +87,86 @@ func (l *listFlag) Set(s string) error {
 	return nil
 }
 
+// slowPolicyFlag is --slow-policy: what happens to a client whose queue
+// is full, for every service ("close", "drop-oldest") and NAME=POLICY for
+// some ("close,ticker=drop-oldest").
+type slowPolicyFlag struct {
+	all shard.SlowPolicy
+	per map[string]shard.SlowPolicy
+}
+
+func (f *slowPolicyFlag) String() string {
+	parts := []string{f.all.String()}
+	names := make([]string, 0, len(f.per))
+	for n := range f.per {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		parts = append(parts, n+"="+f.per[n].String())
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f *slowPolicyFlag) Set(s string) error {
+	*f = slowPolicyFlag{}
+	seenAll := false
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, value, named := strings.Cut(part, "=")
+		if !named {
+			value = name
+		}
+		p, err := shard.ParseSlowPolicy(value)
+		if err != nil {
+			return fmt.Errorf("%q: want close or drop-oldest", value)
+		}
+		_, dup := f.per[name]
+		switch {
+		case !named && seenAll:
+			return fmt.Errorf("%q: the policy of every service is given twice", part)
+		case !named:
+			f.all, seenAll = p, true
+		case bus.ValidServiceName(name) != nil:
+			return fmt.Errorf("%q: %q is not a service name", part, name)
+		case dup:
+			return fmt.Errorf("%q: service %s is given twice", part, name)
+		default:
+			if f.per == nil {
+				f.per = make(map[string]shard.SlowPolicy)
+			}
+			f.per[name] = p
+		}
+	}
+	return nil
+}
+
+// check refuses a policy for a service that clients cannot reach: a
+// misspelt name would leave the service it meant on the default.
+func (f *slowPolicyFlag) check(services []string) error {
+	for name := range f.per {
+		if !slices.Contains(services, name) {
+			return usageError("--slow-policy: %s is not a service clients reach (have: %s)", name, strings.Join(services, ", "))
+		}
+	}
+	return nil
+}
+
 // gatewayFlags are the per-connection limits; serve passes the ones given
 // on its command line on to every worker.
 type gatewayFlags struct {
 	maxMessage     byteSize
 	maxQueue       byteSize
 	maxMsgRate     int
+	maxMsgBurst    int
+	maxMsgDrops    int
 	maxConnsPerIP  int
+	maxConns       int
+	maxHandshakes  int
+	slowPolicy     slowPolicyFlag
 	handshake      time.Duration
 	pingInterval   time.Duration
 	idleTimeout    time.Duration
@@ -98,16 +175,22 @@ type gatewayFlags struct {
 }
 
 // gatewayFlagNames lists the flags serve forwards to workers.
-var gatewayFlagNames = []string{"max-message", "max-queue", "max-msg-rate", "max-conns-per-ip",
+var gatewayFlagNames = []string{"max-message", "max-queue", "max-msg-rate", "max-msg-burst", "max-msg-drops",
+	"max-conns-per-ip", "max-conns", "max-handshake-rate", "slow-policy",
 	"handshake-timeout", "ping-interval", "idle-timeout", "drain-window", "allowed-origins"}
 
 func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	g.maxMessage = shard.DefaultMaxMessage
 	g.maxQueue = shard.DefaultMaxQueue
 	fs.Var(&g.maxMessage, "max-message", "largest client message after reassembly; larger ones close with 1009")
-	fs.Var(&g.maxQueue, "max-queue", "bytes queued for one slow client before it is closed with 1008")
-	fs.IntVar(&g.maxMsgRate, "max-msg-rate", shard.DefaultMaxMessageRate, "messages per second one client may send (-1: no limit); faster closes with 1008")
-	fs.IntVar(&g.maxConnsPerIP, "max-conns-per-ip", 4096, "connections one client address may hold per worker (-1: no limit)")
+	fs.Var(&g.maxQueue, "max-queue", "bytes queued for one slow client before --slow-policy applies (by default: closed with 1008)")
+	fs.Var(&g.slowPolicy, "slow-policy", "what a full queue does: close (1008, the default) or drop-oldest (and tell the service), for every service, then NAME=POLICY for some, e.g. close,ticker=drop-oldest")
+	fs.IntVar(&g.maxMsgRate, "max-msg-rate", shard.DefaultMaxMessageRate, "messages per second one client may send (-1: no limit); past it a message is dropped and its service told")
+	fs.IntVar(&g.maxMsgBurst, "max-msg-burst", 0, "messages one client may send at once within --max-msg-rate (0: as many as the rate)")
+	fs.IntVar(&g.maxMsgDrops, "max-msg-drops", 0, "dropped messages within 10s after which a flooding client is closed with 1008 (0: --max-msg-burst; -1: never)")
+	fs.IntVar(&g.maxConnsPerIP, "max-conns-per-ip", 4096, "connections one client address may hold per worker (-1: no limit); past it HTTP 429")
+	fs.IntVar(&g.maxConns, "max-conns", 0, "WebSocket connections per worker (0: nine tenths of its open-files limit; -1: no limit); past it HTTP 503")
+	fs.IntVar(&g.maxHandshakes, "max-handshake-rate", acceptor.DefaultMaxHandshakeRate, "new WebSocket connections per second per worker (-1: no limit); past it HTTP 503 with Retry-After")
 	fs.DurationVar(&g.handshake, "handshake-timeout", 5*time.Second, "time from accept to a complete WebSocket handshake")
 	fs.DurationVar(&g.pingInterval, "ping-interval", shard.DefaultPingInterval, "silence after which the server pings a client")
 	fs.DurationVar(&g.idleTimeout, "idle-timeout", shard.DefaultIdleTimeout, "silence after which a client is closed")
@@ -119,7 +202,13 @@ func (g *gatewayFlags) apply(cfg *shard.Config) {
 	cfg.MaxMessage = int64(g.maxMessage)
 	cfg.MaxQueue = int(g.maxQueue)
 	cfg.MaxMessageRate = g.maxMsgRate
+	cfg.MaxMessageBurst = g.maxMsgBurst
+	cfg.MaxMessageDrops = g.maxMsgDrops
 	cfg.MaxConnsPerIP = g.maxConnsPerIP
+	cfg.MaxConns = g.maxConns
+	cfg.MaxHandshakeRate = g.maxHandshakes
+	cfg.SlowPolicy = g.slowPolicy.all
+	cfg.SlowPolicies = g.slowPolicy.per
 	cfg.HandshakeTimeout = g.handshake
 	cfg.PingInterval = g.pingInterval
 	cfg.IdleTimeout = g.idleTimeout

@@ -28,6 +28,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "--max-message", "65MiB"}, "max-message"},
 		{[]string{"serve", "--max-message", "lots"}, "max-message"},
 		{[]string{"serve", "stray"}, "stray"},
+		{[]string{"serve", "--slow-policy", "sometimes"}, "want close or drop-oldest"},
+		{[]string{"serve", "--slow-policy", "close,drop-oldest"}, "given twice"},
+		{[]string{"serve", "--slow-policy", "echo=close,echo=drop-oldest"}, "echo is given twice"},
+		{[]string{"serve", "--slow-policy", "a.b=close"}, "not a service name"},
+		{[]string{"serve", "--slow-policy", "ticker=drop-oldest"}, "ticker is not a service clients reach"},
+		{[]string{"worker", "--shard", "w1", "--services", "echo", "--slow-policy", "ticker=drop-oldest"}, "ticker"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(c.args, &out, &errb)

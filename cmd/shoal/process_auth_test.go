@@ -38,18 +38,7 @@ func TestServeTokens(t *testing.T) {
 	}
 
 	// Watch the service's subject beside the echo service.
-	nc, err := nats.Connect(f.nats)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	events := make(chan *nats.Msg, 256)
-	if _, err := nc.ChanSubscribe(bus.Subjects{}.Service("echo"), events); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	events := f.watch("echo")
 	// eventsOf collects the open and message events of the connection that
 	// opened next, which is the only one connecting.
 	eventsOf := func() (open, msg *nats.Msg) {

@@ -191,6 +191,25 @@ func (f *fleet) metrics() string {
 	return string(b)
 }
 
+// watch collects the events shards publish to a service, beside the
+// service itself.
+func (f *fleet) watch(service string) <-chan *nats.Msg {
+	f.t.Helper()
+	nc, err := nats.Connect(f.nats)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(nc.Close)
+	events := make(chan *nats.Msg, 256)
+	if _, err := nc.ChanSubscribe(bus.Subjects{}.Service(service), events); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		f.t.Fatal(err)
+	}
+	return events
+}
+
 // metricSum adds up the samples of the series starting with prefix.
 func (f *fleet) metricSum(prefix string) int {
 	sum := 0.0

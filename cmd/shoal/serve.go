@@ -65,6 +65,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := gw.slowPolicy.check(append(append([]string(nil), names...), routes...)); err != nil {
+		return err
+	}
 	svcSettings, err := settleServices(file, names, stderr)
 	if err != nil {
 		return err

@@ -5,11 +5,13 @@ import (
 	"flag"
 	"io"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/shoal-gw/shoal/auth"
 	"github.com/shoal-gw/shoal/bus"
+	"github.com/shoal-gw/shoal/service/chat/web"
 	"github.com/shoal-gw/shoal/shard"
 )
 
@@ -41,6 +43,9 @@ func runWorker(args []string, stderr io.Writer) error {
 	if cfg.ID == "" {
 		return usageError("worker: --shard is required")
 	}
+	if err := gw.slowPolicy.check(services); err != nil {
+		return err
+	}
 	log, err := logs.logger(stderr)
 	if err != nil {
 		return err
@@ -52,6 +57,10 @@ func runWorker(args []string, stderr io.Writer) error {
 	defer stopDebug()
 	gw.apply(&cfg)
 	cfg.Services = services
+	if slices.Contains(services, "chat") {
+		// The chat's page, on the gateway's own port.
+		cfg.HTTP = web.Handler()
+	}
 	if keyFile != "" {
 		// Read once: tokens are checked with the key in memory.
 		key, err := auth.LoadKey(keyFile)
