@@ -82,15 +82,22 @@ func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
 // Server is the underlying nats-server, for monitoring and tests.
 func (e *Embedded) Server() *server.Server { return e.srv }
 
+// connzLimit raises Connz's page of 1024 connections: the embedded server
+// holds the host's workers, services and whatever else uses the bus.
+const connzLimit = 1 << 20
+
 // QueueSubscribers returns the client names (bus.Config.Name) of the
 // connections that hold a subscription to exactly subject in queue group
 // queue, one entry per connection. The server answers from its own
 // table, so a name listed is a subscription the server has registered.
 func (e *Embedded) QueueSubscribers(subject, queue string) ([]string, error) {
+	// No Account or FilterSubject: with them, nats-server v2.15.2 reads the
+	// id of a client still being set up without its lock (a data race the
+	// race detector reports). Unfiltered, it snapshots each client under
+	// the client's lock; the filtering is done here instead.
 	cz, err := e.srv.Connz(&server.ConnzOptions{
-		Account:             e.srv.GlobalAccount().Name,
-		FilterSubject:       subject,
 		SubscriptionsDetail: true,
+		Limit:               connzLimit,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: connections of %s: %w", subject, err)
