@@ -475,7 +475,9 @@ func TestLocalFleet(t *testing.T) {
 	if len(tl) < 3 || tl[len(tl)-3].Received == 0 {
 		t.Fatalf("no echoes in the last seconds after the node died:\n%s", echo.out.String())
 	}
-	t.Logf("echo through the loss of a NATS node: %d of %d received, %d bus reconnects", rep.Messages.Received, rep.Messages.Expected, reconnects)
+	rtt := rep.Latency["rtt"]
+	t.Logf("echo through the loss of a NATS node: %d of %d received, %d bus reconnects, round trip p99 %dµs max %dµs",
+		rep.Messages.Received, rep.Messages.Expected, reconnects, rtt.P99Us, rtt.MaxUs)
 	if out, err := lf.run(2*time.Minute, "up"); err != nil || !strings.Contains(out, "nats n") {
 		t.Fatalf("up after the node died: %v\n%s", err, out)
 	}
