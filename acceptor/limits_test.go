@@ -66,6 +66,9 @@ func TestMaxConns(t *testing.T) {
 		if resp := h2.roundTrip(wsRequest("/ws/nope")); resp.StatusCode != http.StatusNotFound {
 			t.Fatalf("unknown service: %d", resp.StatusCode)
 		}
+		// The upgrader writes its refusal before the place is given
+		// back, so the client can read the answer a moment earlier.
+		waitFor(t, func() bool { return h2.a.Held() == 0 })
 	}
 	h2.release(h2.upgradeOne())
 }

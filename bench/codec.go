@@ -57,6 +57,9 @@ const (
 	// EventUnexpected: the server refused a command or sent something the
 	// scenario did not ask for (Cause).
 	EventUnexpected
+	// EventData: a message the codec leaves to the scenario, which reads
+	// the protocol itself (Data): the chat's, once its session is set up.
+	EventData
 )
 
 // Event is one thing a Codec decoded from the server.
@@ -65,6 +68,9 @@ type Event struct {
 	Room    string
 	Payload Payload
 	Cause   string
+	// Data is the server's message of an EventData, valid only until the
+	// event's handler returns.
+	Data []byte
 }
 
 // EventSink receives the events a Codec decodes, with the time their

@@ -137,25 +137,15 @@ func AppendCentrifugoData(b []byte, pl Payload, size int) []byte {
 // else is handed to encoding/json.
 func ParseCentrifugoData(p []byte) (Payload, bool) {
 	var pl Payload
-	rest, ok := bytes.CutPrefix(p, []byte(`{"t":`))
-	var t, s, q uint64
-	if ok {
-		t, rest, ok = cutUint(rest)
-	}
-	if ok {
-		rest, ok = bytes.CutPrefix(rest, []byte(`,"s":`))
-	}
-	if ok {
-		s, rest, ok = cutUint(rest)
-	}
-	if ok {
-		rest, ok = bytes.CutPrefix(rest, []byte(`,"q":`))
-	}
-	if ok {
-		q, rest, ok = cutUint(rest)
-	}
-	if ok && t <= 1<<63-1 && len(rest) > 0 && (rest[0] == ',' || rest[0] == '}') {
-		return Payload{Time: int64(t), Sender: s, Seq: q}, true
+	s := scanText(p)
+	s.lit(`{"t":`)
+	t := s.uint()
+	s.lit(`,"s":`)
+	sender := s.uint()
+	s.lit(`,"q":`)
+	q := s.uint()
+	if s.ok && t <= 1<<63-1 && len(s.rest) > 0 && (s.rest[0] == ',' || s.rest[0] == '}') {
+		return Payload{Time: int64(t), Sender: sender, Seq: q}, true
 	}
 	var v struct {
 		T *int64  `json:"t"`
@@ -166,20 +156,6 @@ func ParseCentrifugoData(p []byte) (Payload, bool) {
 		return pl, false
 	}
 	return Payload{Time: *v.T, Sender: *v.S, Seq: *v.Q}, true
-}
-
-// cutUint reads the decimal digits at the start of p.
-func cutUint(p []byte) (uint64, []byte, bool) {
-	var n uint64
-	i := 0
-	for ; i < len(p) && p[i] >= '0' && p[i] <= '9'; i++ {
-		d := uint64(p[i] - '0')
-		if n > (1<<64-1-d)/10 {
-			return 0, p, false
-		}
-		n = n*10 + d
-	}
-	return n, p[i:], i > 0
 }
 
 // centReply is a server message other than a publication.

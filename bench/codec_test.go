@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -41,7 +42,7 @@ func checkEvents(t *testing.T, got eventLog, want []Event) {
 		t.Fatalf("events %+v, want %+v", got, want)
 	}
 	for i := range want {
-		if got[i] != want[i] {
+		if !reflect.DeepEqual(got[i], want[i]) {
 			t.Errorf("event %d: %+v, want %+v", i, got[i], want[i])
 		}
 	}
@@ -223,7 +224,7 @@ func TestCentrifugoCodecDecode(t *testing.T) {
 
 	var refused eventLog
 	k.Decode(c, ws.OpText, []byte(`{"id":1,"error":{"code":109,"message":"token expired"}}`), 0, &refused)
-	if len(refused) != 1 || refused[0] != (Event{Kind: EventRefused, Cause: "connect error 109 token expired"}) {
+	if len(refused) != 1 || !reflect.DeepEqual(refused[0], Event{Kind: EventRefused, Cause: "connect error 109 token expired"}) {
 		t.Errorf("refused connect: %+v", refused)
 	}
 }

@@ -479,7 +479,7 @@ func parseMulti(kind string, args []string, stderr io.Writer) (*multiOptions, er
 			if seen[t] {
 				return nil, fmt.Errorf("%w: --targets: %q twice", ErrUsage, t)
 			}
-			if !speaks(targetProto(t), sc.Name()) {
+			if !serves(t, sc.Name()) {
 				return nil, fmt.Errorf("%w: --targets: %s has no %s scenario", ErrUsage, t, sc.Name())
 			}
 			seen[t] = true
@@ -502,12 +502,21 @@ func parseMulti(kind string, args []string, stderr io.Writer) (*multiOptions, er
 	return mo, nil
 }
 
+// serves reports whether the target called name serves the scenario
+// called scenario: the chat is shoal's own.
+func serves(name, scenario string) bool {
+	if scenario == chatName {
+		return name == shoalTarget
+	}
+	return speaks(targetProto(name), scenario)
+}
+
 // defaultTargets are compare's targets when --targets is not given: shoal
 // and every peer that serves the scenario.
 func defaultTargets(scenario string) []string {
 	out := []string{shoalTarget}
 	for _, p := range PeerNames() {
-		if speaks(targetProto(p), scenario) {
+		if serves(p, scenario) {
 			out = append(out, p)
 		}
 	}
@@ -647,7 +656,7 @@ func runOne(ctx context.Context, cfg Config, mo *multiOptions, p runPlan, exe, p
 	)
 	switch p.server {
 	case shoalTarget:
-		t, err = StartShoal(ctx, exe, p.workers)
+		t, err = StartShoalConfig(ctx, exe, shoalFor(mo.scenario.Name(), p.workers))
 	case centrifugoTarget:
 		t, err = StartCentrifugo(ctx, peerBin, CentrifugoConfig{})
 	default:

@@ -18,11 +18,10 @@ import (
 // echoScenario sends messages open loop at an aggregate rate and measures
 // each round trip from the time the message was due.
 type echoScenario struct {
-	msgRate    float64
-	size       int
-	duration   time.Duration
-	drain      time.Duration
-	drainLimit time.Duration
+	msgRate  float64
+	size     int
+	duration time.Duration
+	drain    drainFlags
 }
 
 func (*echoScenario) Name() string { return "echo" }
@@ -39,8 +38,7 @@ func (s *echoScenario) Flags(fs *flag.FlagSet) {
 	fs.Float64Var(&s.msgRate, "msg-rate", 1000, "messages per second, all connections together")
 	fs.IntVar(&s.size, "size", 64, "message size in bytes (at least 24)")
 	fs.DurationVar(&s.duration, "duration", 10*time.Second, "how long to send")
-	fs.DurationVar(&s.drain, "drain", 3*time.Second, "once sending stops, how long a silence ends the wait for the last echoes (those missing then count as lost)")
-	fs.DurationVar(&s.drainLimit, "drain-limit", 2*time.Minute, "the longest wait for the last echoes")
+	s.drain.register(fs, "echoes")
 }
 
 // echoConn is the accounting of one connection: sent is written by its
@@ -132,7 +130,7 @@ func (s *echoScenario) Run(ctx context.Context, env *Env) error {
 		})
 	}
 	wg.Wait()
-	waitDrain(ctx, env, s.drain, s.drainLimit, func() bool { return env.Stats.Received.Load() >= env.Stats.Sent.Load() })
+	waitDrain(ctx, env, s.drain.quiet, s.drain.limit, func() bool { return env.Stats.Received.Load() >= env.Stats.Sent.Load() })
 	env.StopConns()
 
 	m := &env.Report.Messages
@@ -168,6 +166,18 @@ func sendCause(err error) string {
 		return "connection closed"
 	}
 	return err.Error()
+}
+
+// drainFlags are --drain and --drain-limit, the wait for the last
+// messages once sending stopped.
+type drainFlags struct {
+	quiet, limit time.Duration
+}
+
+// register adds the flags; what names the messages waited for.
+func (d *drainFlags) register(fs *flag.FlagSet, what string) {
+	fs.DurationVar(&d.quiet, "drain", 3*time.Second, "once sending stops, how long a silence ends the wait for the last "+what+" (those missing then count as lost)")
+	fs.DurationVar(&d.limit, "drain-limit", 2*time.Minute, "the longest wait for the last "+what)
 }
 
 // waitDrain waits, once sending stopped, until done reports that every

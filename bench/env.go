@@ -51,6 +51,9 @@ type Stats struct {
 	Dropped     atomic.Int64
 	Sent        atomic.Uint64
 	Received    atomic.Uint64
+	// Ready counts the connections whose session the scenario set up (see
+	// Progress.Ready).
+	Ready atomic.Int64
 	// LastRecv is the clock reading of the latest message received; the
 	// receive rate spans up to it, so that a server that delivers late is
 	// not credited with the rate it was sent at.

@@ -20,4 +20,7 @@ var (
 	ErrPeers = errors.New("bench: peer servers unavailable")
 	// ErrSnapshot reports a histogram snapshot that cannot be imported.
 	ErrSnapshot = errors.New("bench: bad histogram snapshot")
+	// ErrDelivery reports a run whose checks found messages lost,
+	// duplicated or out of order (the chat scenario's).
+	ErrDelivery = errors.New("bench: delivery check failed")
 )

@@ -18,8 +18,7 @@ type fanoutScenario struct {
 	pubRate     float64
 	size        int
 	duration    time.Duration
-	drain       time.Duration
-	drainLimit  time.Duration
+	drain       drainFlags
 	joinTimeout time.Duration
 }
 
@@ -38,8 +37,7 @@ func (s *fanoutScenario) Flags(fs *flag.FlagSet) {
 	fs.Float64Var(&s.pubRate, "pub-rate", 100, "messages published per second, all rooms together (round robin)")
 	fs.IntVar(&s.size, "size", 256, "message size in bytes (at least 24)")
 	fs.DurationVar(&s.duration, "duration", 10*time.Second, "how long to publish")
-	fs.DurationVar(&s.drain, "drain", 3*time.Second, "once publishing stops, how long a silence ends the wait for the last deliveries (those missing then count as lost)")
-	fs.DurationVar(&s.drainLimit, "drain-limit", 2*time.Minute, "the longest wait for the last deliveries")
+	s.drain.register(fs, "deliveries")
 	fs.DurationVar(&s.joinTimeout, "join-timeout", 30*time.Second, "how long to wait for every member's joined reply")
 }
 
@@ -174,7 +172,7 @@ joined:
 	if err := env.Barrier(ctx, "published"); err != nil {
 		return err
 	}
-	waitDrain(ctx, env, s.drain, s.drainLimit, func() bool {
+	waitDrain(ctx, env, s.drain.quiet, s.drain.limit, func() bool {
 		if env.Opts.ChildCount > 1 {
 			// Other processes' publishers are not known here.
 			return false

@@ -148,6 +148,7 @@ func (r *runner) parent(ctx context.Context) (*Report, error) {
 			s.n++
 			s.p.Open += p.Open
 			s.p.Target += p.Target
+			s.p.Ready += p.Ready
 			s.p.Sent += p.Sent
 			s.p.Received += p.Received
 			s.p.CPU += p.CPU

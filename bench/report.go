@@ -29,6 +29,7 @@ type Report struct {
 	Server   *ServerMemory       `json:"server,omitempty"`
 	Self     SelfCheck           `json:"self"`
 	Fanout   *FanoutStats        `json:"fanout,omitempty"`
+	Chat     *ChatStats          `json:"chat,omitempty"`
 	Timeline []Progress          `json:"timeline"`
 	Errors   []string            `json:"errors,omitempty"`
 }
@@ -137,6 +138,10 @@ type Progress struct {
 	P50Us    int64   `json:"p50_us"`
 	P99Us    int64   `json:"p99_us"`
 	CPU      float64 `json:"cpu"`
+	// Ready counts the connections whose session the scenario set up, for
+	// a scenario with one of its own (chat: users logged in and in all
+	// their rooms); 0 for the others.
+	Ready int64 `json:"ready,omitempty"`
 	// Interval is the second's latency histogram, carried from children to
 	// the parent; it is not kept in a report's timeline.
 	Interval *Snapshot `json:"interval,omitempty"`
@@ -148,7 +153,11 @@ func (p Progress) Line() string {
 	if p.P99Us > 0 {
 		p50, p99 = fmtUs(p.P50Us), fmtUs(p.P99Us)
 	}
-	return fmt.Sprintf("%ds conns %d/%d msgs/s %d p50 %s p99 %s", p.Sec, p.Open, p.Target, p.Received, p50, p99)
+	ready := ""
+	if p.Ready > 0 {
+		ready = fmt.Sprintf(" ready %d", p.Ready)
+	}
+	return fmt.Sprintf("%ds conns %d/%d%s msgs/s %d p50 %s p99 %s", p.Sec, p.Open, p.Target, ready, p.Received, p50, p99)
 }
 
 // fmtUs renders microseconds at a readable scale.
@@ -238,6 +247,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		row("rates", "%.0f sent/s over %.1fs, %.0f received/s over %.1fs", m.SentPerSec, m.Seconds, m.RecvPerSec, m.RecvSeconds)
 		row("lost / duplicated", "%d / %d (members with loss: %d)", m.Lost, m.Duplicated, m.MembersWithLoss)
 		row("sent late (>10ms)", "%d (max %s)", m.Late, fmtUs(m.MaxLateUs))
+	}
+	if r.Chat != nil {
+		r.Chat.rows(row)
 	}
 	for _, name := range slices.Sorted(maps.Keys(r.Latency)) {
 		l := r.Latency[name]

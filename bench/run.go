@@ -287,8 +287,10 @@ func (r *runner) single(ctx context.Context) (*Report, error) {
 	return rep, r.output(rep, err)
 }
 
-// output prints the table and writes the JSON file.
+// output prints the table and writes the JSON file. A run whose checks
+// failed returns ErrDelivery once both are written.
 func (r *runner) output(rep *Report, runErr error) error {
+	runErr = errors.Join(runErr, rep.Chat.failure(rep.Messages))
 	if err := rep.WriteTable(r.cfg.Stdout); err != nil {
 		return err
 	}
@@ -316,6 +318,7 @@ func (r *runner) output(rep *Report, runErr error) error {
 // finish derives the figures that need the whole run's counts.
 func finish(rep *Report) {
 	finishFanout(rep)
+	finishChat(rep)
 	m := &rep.Messages
 	if m.Seconds > 0 {
 		m.SentPerSec = float64(m.Sent) / m.Seconds
@@ -371,7 +374,7 @@ func (r *runner) local(ctx context.Context, emit func(Progress), barrier func(co
 				return
 			case <-t.C:
 			}
-			p := Progress{Sec: sec, Open: int64(eng.Open()), Target: env.Stats.Target.Load(), CPU: meter.tick()}
+			p := Progress{Sec: sec, Open: int64(eng.Open()), Target: env.Stats.Target.Load(), Ready: env.Stats.Ready.Load(), CPU: meter.tick()}
 			sent, recv := env.Stats.Sent.Load(), env.Stats.Received.Load()
 			p.Sent, p.Received = sent-lastSent, recv-lastRecv
 			lastSent, lastRecv = sent, recv
@@ -543,6 +546,9 @@ func mergeReports(parts []*Report) (*Report, error) {
 			o.Gaps += f.Gaps
 			o.Foreign += f.Foreign
 			o.JoinSec = max(o.JoinSec, f.JoinSec)
+		}
+		if err := mergeChat(out, p); err != nil {
+			return nil, err
 		}
 	}
 	if out.Conns.RampSec > 0 {

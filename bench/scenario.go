@@ -41,6 +41,7 @@ func Scenarios() []Scenario {
 		&connectScenario{},
 		&echoScenario{},
 		&fanoutScenario{},
+		&chatScenario{},
 	}
 }
 

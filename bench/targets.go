@@ -82,7 +82,8 @@ type Target struct {
 	exited  chan struct{}
 	waitErr error // set before exited is closed
 	tmpDir  string
-	workDir string // the process's working directory; empty: the tool's
+	workDir string   // the process's working directory; empty: the tool's
+	env     []string // variables added to the tool's for the process
 
 	stopOnce sync.Once
 	stopErr  error
@@ -92,6 +93,28 @@ type Target struct {
 // number of workers, serving echo and fanout with the per-client limits
 // off, and waits until it serves.
 func StartShoal(ctx context.Context, exe string, workers int) (*Target, error) {
+	return StartShoalConfig(ctx, exe, ShoalConfig{Workers: workers})
+}
+
+// ShoalConfig is what StartShoalConfig runs `shoal serve` with.
+type ShoalConfig struct {
+	// Workers is --workers; it must be positive.
+	Workers int
+	// Services is --services; default "echo,fanout", the bench protocol's.
+	Services string
+	// Env are variables (NAME=value) added to the tool's environment for
+	// the server: the settings of its services, such as
+	// SHOAL_SERVICE_CHAT_BCRYPT_COST=4.
+	Env []string
+}
+
+// StartShoalConfig starts `shoal serve` from the binary exe as cfg says,
+// with the per-client limits off, and waits until it serves.
+func StartShoalConfig(ctx context.Context, exe string, cfg ShoalConfig) (*Target, error) {
+	workers, services := cfg.Workers, cfg.Services
+	if services == "" {
+		services = "echo,fanout"
+	}
 	if workers <= 0 {
 		return nil, fmt.Errorf("%w: shoal: --workers must be positive", ErrUsage)
 	}
@@ -100,9 +123,9 @@ func StartShoal(ctx context.Context, exe string, workers int) (*Target, error) {
 		return nil, fmt.Errorf("%w: shoal: %w", ErrTarget, err)
 	}
 	args := []string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
-		"--workers", strconv.Itoa(workers), "--services", "echo,fanout", "--admin", "127.0.0.1:0",
+		"--workers", strconv.Itoa(workers), "--services", services, "--admin", "127.0.0.1:0",
 		"--data", dir, "--log-format", "json", "--max-msg-rate", "-1", "--max-conns-per-ip", "-1"}
-	t := &Target{Name: shoalTarget, Proto: ProtoBench, tmpDir: dir}
+	t := &Target{Name: shoalTarget, Proto: ProtoBench, tmpDir: dir, env: cfg.Env}
 	err = t.start(ctx, exe, args, func(line []byte) (serving, bool) {
 		var rec struct{ Msg, WS, Admin string }
 		if json.Unmarshal(line, &rec) != nil || rec.Msg != "shoal serving" {
@@ -161,6 +184,9 @@ func (t *Target) start(ctx context.Context, exe string, args []string, ready fun
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Dir = t.workDir
+	if t.env != nil {
+		cmd.Env = append(os.Environ(), t.env...)
+	}
 	// A group of its own keeps the terminal's ^C away from the target (the
 	// tool stops it in order), and lets a kill reach shoal's workers too.
 	// Pdeathsig stops it should the tool die without stopping it.

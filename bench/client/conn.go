@@ -40,9 +40,10 @@ type Conn struct {
 	h      Handler
 	fd     int
 	idx    int
-	tgt    int   // index of the target dialed
-	start  int64 // dial time, unix ns
-	opened int64 // 101 parsed, unix ns
+	tgt    int    // index of the target dialed
+	head   []byte // handshake request up to the key, shared with the target or its own
+	start  int64  // dial time, unix ns
+	opened int64  // 101 parsed, unix ns
 	timer  netpoll.Timer
 
 	// mu guards the fields below. It is held for write syscalls but never
@@ -321,9 +322,8 @@ func (c *Conn) handle(st uint8, ev netpoll.Event) error {
 // sendRequest writes the handshake request once the connect completed.
 func (c *Conn) sendRequest() error {
 	c.key = newKey()
-	head := c.e.targets[c.tgt].reqHead
-	req := make([]byte, 0, len(head)+len(c.key)+4)
-	req = append(req, head...)
+	req := make([]byte, 0, len(c.head)+len(c.key)+4)
+	req = append(req, c.head...)
 	req = append(req, c.key[:]...)
 	req = append(req, "\r\n\r\n"...)
 	c.mu.Lock()

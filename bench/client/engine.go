@@ -81,8 +81,11 @@ type Engine struct {
 
 // target is one address connections are dialed to.
 type target struct {
+	index   int // among the engine's targets
 	addr    netip.AddrPort
 	family  int
+	host    string // the URL's host[:port], the request's Host
+	path    string // the URL's request target, path and query
 	reqHead []byte // request up to and excluding the Sec-WebSocket-Key value
 }
 
@@ -114,6 +117,7 @@ func New(cfg Config) (*Engine, error) {
 		if err != nil {
 			return nil, err
 		}
+		t.index = len(e.targets)
 		e.targets = append(e.targets, t)
 	}
 	if len(e.targets) == 0 {
@@ -160,8 +164,8 @@ func newTarget(raw string, sources []netip.Addr) (target, error) {
 			return target{}, fmt.Errorf("%w: source %s and target %s differ in family", ErrBadSource, s, ap.Addr())
 		}
 	}
-	t.reqHead = []byte("GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host +
-		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ")
+	t.host, t.path = u.Host, u.RequestURI()
+	t.reqHead = requestHead(t.host, t.path)
 	return t, nil
 }
 
@@ -211,14 +215,24 @@ func (e *Engine) Dial(h Handler, idx int) (*Conn, error) {
 
 // DialTarget is Dial to target tgt modulo Targets (Conn.Target).
 func (e *Engine) DialTarget(h Handler, idx, tgt int) (*Conn, error) {
+	t := e.target(tgt)
+	return e.dial(h, idx, t, t.reqHead)
+}
+
+// target is target i modulo Targets.
+func (e *Engine) target(i int) *target {
+	i %= len(e.targets)
+	if i < 0 {
+		i += len(e.targets)
+	}
+	return &e.targets[i]
+}
+
+// dial starts a connection to t that sends head as its request.
+func (e *Engine) dial(h Handler, idx int, t *target, head []byte) (*Conn, error) {
 	if e.closed.Load() {
 		return nil, ErrClosed
 	}
-	tgt %= len(e.targets)
-	if tgt < 0 {
-		tgt += len(e.targets)
-	}
-	t := &e.targets[tgt]
 	fd, err := unix.Socket(t.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, classify(err)
@@ -241,7 +255,7 @@ func (e *Engine) DialTarget(h Handler, idx, tgt int) (*Conn, error) {
 			return nil, classify(err)
 		}
 	}
-	c := &Conn{e: e, h: h, fd: fd, idx: idx, tgt: tgt, start: time.Now().UnixNano()}
+	c := &Conn{e: e, h: h, fd: fd, idx: idx, tgt: t.index, head: head, start: time.Now().UnixNano()}
 	if err := unix.Connect(fd, t.sockaddr()); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		unix.Close(fd)
 		return nil, classify(err)
@@ -270,6 +284,13 @@ func (e *Engine) Close() error {
 		e.pool.Close()
 	})
 	return nil
+}
+
+// requestHead is the handshake request for target (path and query) on
+// host, up to and excluding the Sec-WebSocket-Key value.
+func requestHead(host, target string) []byte {
+	return []byte("GET " + target + " HTTP/1.1\r\nHost: " + host +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ")
 }
 
 // newKey returns a fresh Sec-WebSocket-Key.
