@@ -1,6 +1,7 @@
 package acceptor
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ const (
 	DefaultMaxHeaderBytes   = 8 << 10
 	DefaultMaxConnsPerIP    = 4096
 	DefaultMaxHTTPConns     = 1024
+	DefaultMaxTLSHandshakes = 1024
 	DefaultMaxHandshakeRate = 10000
 )
 
@@ -63,7 +65,8 @@ type Config struct {
 	Wheel *netpoll.Wheel
 
 	// HandshakeTimeout bounds the time from accept to a complete request
-	// head (default 5s). It also bounds reading a plain HTTP request head.
+	// head (default 5s), the TLS handshake included. It also bounds
+	// reading a plain HTTP request head.
 	HandshakeTimeout time.Duration
 	// MaxHeaderBytes bounds the request head (default 8 KiB); a longer one
 	// is refused with 431.
@@ -83,12 +86,28 @@ type Config struct {
 	// MaxHTTPConns bounds concurrent plain HTTP connections (default 1024).
 	MaxHTTPConns int
 
+	// TLS, when set, makes the port speak TLS only: every connection,
+	// WebSocket or plain HTTP, starts with a TLS handshake. Upgraded
+	// connections carry their TLS layer in Upgraded.TLS.
+	TLS *tls.Config
+	// MaxTLSHandshakes bounds the TLS handshakes in flight, each of which
+	// holds a goroutine until it ends (default 1024); past it, new
+	// connections are closed.
+	MaxTLSHandshakes int
+
 	// Services reports whether /ws/<name> names a service; others get 404.
 	Services func(name string) bool
+	// Compress, when set, reports whether the clients of a service may
+	// negotiate permessage-deflate; see Upgraded.Deflate.
+	Compress func(service string) bool
 	// AllowedOrigins lists the browser origins ("https://chat.example.com")
 	// that may connect besides the gateway's own host; "*" allows any. A
 	// request without an Origin header (not from a browser) is allowed.
 	AllowedOrigins []string
+	// ServiceOrigins replaces AllowedOrigins for the services it names:
+	// their clients may come from the gateway's own host and from these
+	// origins only. A refused origin gets 403, counted as "origin".
+	ServiceOrigins map[string][]string
 	// Authenticate, when set, checks each WebSocket request and names its
 	// user ("" for an anonymous client). An error refuses the handshake
 	// with 401, or with the status and reason of a *RejectError, whose Err
@@ -99,7 +118,8 @@ type Config struct {
 	// HTTP serves every request that is not for /ws/; nil answers 404.
 	HTTP http.Handler
 
-	// Upgraded receives each upgraded connection, on a pool goroutine. It
+	// Upgraded receives each upgraded connection, on a pool goroutine (or,
+	// on a TLS port, the goroutine that ran the handshake). It
 	// takes ownership of the fd and of its per-address slot, which it gives
 	// back with [Acceptor.Release] when the connection ends. The Upgraded
 	// value and its Rest slice are valid only until the call returns.
@@ -123,9 +143,20 @@ type Upgraded struct {
 	User string
 	// Protocol is the negotiated subprotocol, if any.
 	Protocol string
+	// Deflate is non-zero when permessage-deflate was negotiated, without
+	// context takeover either way: it is log2 of the window the client
+	// decompresses with (8 to 15), so a compressed message must be no
+	// longer than 1<<Deflate bytes.
+	Deflate uint8
 	// Rest holds bytes the client sent after the request head (frames it
 	// did not wait to send); they come before anything still in the socket.
+	// On a TLS port they are decrypted, and more may wait inside TLS: the
+	// new owner reads TLS until ErrWantRead before waiting for readiness.
 	Rest []byte
+	// TLS is the connection's TLS layer on a TLS port, nil otherwise. The
+	// socket carries ciphertext: the owner reads through TLS.Feed and
+	// TLS.Read and writes what TLS.Seal returns.
+	TLS *TLSConn
 }
 
 // Request is what Config.Authenticate sees of a WebSocket handshake.
@@ -149,9 +180,11 @@ type Acceptor struct {
 	bufs   sync.Pool // *[]byte of MaxHeaderBytes
 	pauses *time.Timer
 
-	held       atomic.Int64 // connections handed over and not released
-	handshakes netpoll.Rate // MaxHandshakeRate
-	hsBucket   atomic.Int64 // its bucket
+	tlsActive  atomic.Int64   // TLS handshakes in flight
+	tlsWG      sync.WaitGroup // their goroutines
+	held       atomic.Int64   // connections handed over and not released
+	handshakes netpoll.Rate   // MaxHandshakeRate
+	hsBucket   atomic.Int64   // its bucket
 
 	mu        sync.Mutex
 	pending   map[*pending]struct{}
@@ -183,6 +216,9 @@ func New(ln *Listener, cfg Config) (*Acceptor, error) {
 	}
 	if cfg.MaxHTTPConns <= 0 {
 		cfg.MaxHTTPConns = DefaultMaxHTTPConns
+	}
+	if cfg.MaxTLSHandshakes <= 0 {
+		cfg.MaxTLSHandshakes = DefaultMaxTLSHandshakes
 	}
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = DefaultMaxConns()
@@ -245,16 +281,16 @@ func (a *Acceptor) Held() int { return int(a.held.Load()) }
 // caller's to give back if the upgrade fails. The rate is checked second,
 // so that a full worker spends no tokens; a token is spent whatever the
 // upgrade's outcome, since the rate bounds the work of handshakes.
-func (a *Acceptor) admitUpgrade(fd int, remote netip.AddrPort) bool {
+func (a *Acceptor) admitUpgrade(cl client) bool {
 	if held := a.held.Add(1); a.cfg.MaxConns > 0 && held > int64(a.cfg.MaxConns) {
 		a.held.Add(-1)
-		a.refuseAfter(fd, remote, http.StatusServiceUnavailable, "max_conns",
+		a.refuseAfter(cl, http.StatusServiceUnavailable, "max_conns",
 			"this server holds all the connections it may: try again later", maxConnsRetryAfter)
 		return false
 	}
 	if ok, wait := a.handshakes.TakeShared(&a.hsBucket, a.cfg.Wheel.Now()); !ok {
 		a.held.Add(-1)
-		a.refuseAfter(fd, remote, http.StatusServiceUnavailable, "handshake_rate",
+		a.refuseAfter(cl, http.StatusServiceUnavailable, "handshake_rate",
 			"too many new connections: try again shortly", wait)
 		return false
 	}
@@ -294,8 +330,9 @@ func (a *Acceptor) StopAccepting() {
 	a.http.shutdown()
 }
 
-// Close stops accepting, aborts every handshake under way and closes the
-// plain HTTP connections. Safe to call twice.
+// Close stops accepting, aborts every handshake under way (waiting for the
+// TLS handshakes to give up) and closes the plain HTTP connections. Safe
+// to call twice.
 func (a *Acceptor) Close() {
 	a.StopAccepting()
 	a.mu.Lock()
@@ -311,12 +348,10 @@ func (a *Acceptor) Close() {
 	a.mu.Unlock()
 	for _, p := range list {
 		p.mu.Lock()
-		if !p.done {
-			p.finish()
-			a.closeFd(p.fd, p.remote)
-		}
+		p.abortLocked()
 		p.mu.Unlock()
 	}
+	a.tlsWG.Wait()
 	a.http.close()
 }
 

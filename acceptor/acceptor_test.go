@@ -425,3 +425,47 @@ func waitFor(t testing.TB, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Origins are allowed per service: a service with a list of its own uses
+// it instead of the global one; the gateway's own host is always allowed.
+func TestServiceOrigins(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.Services = func(name string) bool { return name == "echo" || name == "chat" || name == "open" }
+		c.AllowedOrigins = []string{"https://app.example.com"}
+		c.ServiceOrigins = map[string][]string{
+			"chat": {"https://chat.example.com", "https://chat.example.org:8443"},
+			"open": {"*"},
+		}
+	})
+	for _, c := range []struct {
+		service, origin string
+		ok              bool
+	}{
+		{"echo", "https://app.example.com", true},
+		{"echo", "https://chat.example.com", false},
+		{"chat", "https://chat.example.com", true},
+		{"chat", "HTTPS://CHAT.EXAMPLE.ORG:8443", true},
+		{"chat", "https://chat.example.org", false},
+		{"chat", "https://app.example.com", false},
+		{"chat", "http://127.0.0.1", true},
+		{"chat", "", true},
+		{"open", "https://anywhere.example.net", true},
+	} {
+		var extra []string
+		if c.origin != "" {
+			extra = append(extra, "Origin: "+c.origin+"\r\n")
+		}
+		before := h.rejections("origin")
+		resp := h.roundTrip(wsRequest("/ws/"+c.service, extra...))
+		switch {
+		case c.ok && resp.StatusCode != http.StatusSwitchingProtocols:
+			t.Errorf("%s from %q: %s, want 101", c.service, c.origin, resp.Status)
+		case c.ok:
+			<-h.upgraded
+		case resp.StatusCode != http.StatusForbidden:
+			t.Errorf("%s from %q: %s, want 403", c.service, c.origin, resp.Status)
+		default:
+			waitFor(t, func() bool { return h.rejections("origin") == before+1 })
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package acceptor
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -30,10 +31,45 @@ type pending struct {
 	done    bool
 	polled  bool   // registered with the poller
 	partial []byte // head bytes of earlier reads; nil until a head is split
+	// hs is set while a TLS handshake runs: its goroutine owns the fd, and
+	// the deadline or Close only tell it to stop.
+	hs *tlsHandshake
+}
+
+// tlsHandshake is the state a TLS handshake goroutine shares with the
+// poller callback and the deadline.
+type tlsHandshake struct {
+	// conn outlives the handshake in the upgraded connection, so it is
+	// allocated apart: what only the handshake needs goes with it.
+	conn  *TLSConn
+	wake  chan struct{} // readiness, from the poller
+	abort chan struct{} // closed by stop
+	why   string        // why it was stopped; guarded by pending.mu
+}
+
+// stop tells the handshake goroutine to give up. pending.mu is held.
+func (hs *tlsHandshake) stop(why string) {
+	if hs.why == "" {
+		hs.why = why
+		close(hs.abort)
+	}
 }
 
 // onEvent runs on the poller goroutine: the read itself happens on the pool.
 func (p *pending) onEvent(ev netpoll.Event) {
+	p.mu.Lock()
+	hs := p.hs
+	if hs != nil && ev&netpoll.Closed != 0 {
+		hs.stop("closed")
+	}
+	p.mu.Unlock()
+	if hs != nil {
+		select {
+		case hs.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
 	if ev&netpoll.Closed != 0 {
 		return
 	}
@@ -54,9 +90,28 @@ func (p *pending) Expire(int64) {
 	if p.done {
 		return
 	}
+	if p.hs != nil {
+		p.hs.stop("timeout")
+		return
+	}
 	p.finish()
 	p.a.reject("timeout")
-	writeFull(p.fd, statusResponse(http.StatusRequestTimeout, "request head not received in time"))
+	if p.a.cfg.TLS == nil {
+		writeFull(p.fd, statusResponse(http.StatusRequestTimeout, "request head not received in time"))
+	}
+	p.a.closeFd(p.fd, p.remote)
+}
+
+// abortLocked ends a handshake at once (the acceptor closes). p.mu is held.
+func (p *pending) abortLocked() {
+	if p.done {
+		return
+	}
+	if p.hs != nil {
+		p.hs.stop("closed")
+		return
+	}
+	p.finish()
 	p.a.closeFd(p.fd, p.remote)
 }
 
@@ -112,6 +167,10 @@ func (p *pending) Run() {
 		}
 		break
 	}
+	if a.cfg.TLS != nil {
+		p.startTLS(b[:n], eof)
+		return
+	}
 	end := headEnd(b[:n])
 	if end < 0 {
 		switch {
@@ -136,14 +195,186 @@ func (p *pending) Run() {
 		return
 	}
 	p.finish()
-	a.serve(p.fd, p.remote, b[:end], b[end:n])
+	a.serve(client{fd: p.fd, remote: p.remote}, b[:end], b[end:n])
 }
 
-// serve routes a complete request head. It owns fd.
-func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
+// startTLS looks at the first bytes of a connection to a TLS port and
+// starts its handshake. p.mu is held.
+func (p *pending) startTLS(first []byte, eof bool) {
+	a := p.a
+	switch {
+	case len(first) == 0 && eof:
+		p.finish()
+		a.reject("eof")
+		a.closeFd(p.fd, p.remote)
+		return
+	case len(first) == 0:
+		if err := p.await(); err != nil {
+			p.finish()
+			a.closeFd(p.fd, p.remote)
+		}
+		return
+	case first[0] != recordTypeHandshake:
+		// Not a TLS client: most likely plain HTTP to the TLS port, which
+		// deserves an answer it can read.
+		p.finish()
+		a.reject("not_tls")
+		if c := first[0]; c >= 'A' && c <= 'Z' {
+			writeFull(p.fd, statusResponse(http.StatusBadRequest, "this port speaks TLS: connect with https:// or wss://"))
+		}
+		a.closeFd(p.fd, p.remote)
+		return
+	}
+	if a.tlsActive.Add(1) > int64(a.cfg.MaxTLSHandshakes) {
+		a.tlsActive.Add(-1)
+		p.finish()
+		a.reject("tls_busy")
+		a.closeFd(p.fd, p.remote)
+		return
+	}
+	hs := &tlsHandshake{conn: &TLSConn{}, wake: make(chan struct{}, 1), abort: make(chan struct{})}
+	hs.conn.t = transport{
+		fd:     p.fd,
+		in:     append([]byte(nil), first...),
+		wait:   p.waitReadable,
+		local:  a.ln.Addr(),
+		remote: p.remote,
+	}
+	hs.conn.tc = tls.Server(&hs.conn.t, a.cfg.TLS)
+	a.mu.Lock()
+	closed := a.closed
+	if !closed {
+		// Under a.mu, so that Close's Wait never races this Add.
+		a.tlsWG.Add(1)
+	}
+	a.mu.Unlock()
+	if closed {
+		a.tlsActive.Add(-1)
+		p.finish()
+		a.closeFd(p.fd, p.remote)
+		return
+	}
+	p.hs = hs
+	go p.handshakeTLS(hs)
+}
+
+// recordTypeHandshake starts every TLS client's first record.
+const recordTypeHandshake = 0x16
+
+// waitReadable parks the handshake goroutine until the socket is readable
+// or the handshake is stopped.
+func (p *pending) waitReadable() error {
+	hs := p.hs
+	p.mu.Lock()
+	if hs.why != "" {
+		p.mu.Unlock()
+		return errAborted
+	}
+	err := p.await()
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-hs.wake:
+		return nil
+	case <-hs.abort:
+		return errAborted
+	}
+}
+
+// handshakeTLS runs the TLS handshake and reads the request head through
+// it, then serves the request like a plain one.
+func (p *pending) handshakeTLS(hs *tlsHandshake) {
+	a := p.a
+	defer a.tlsWG.Done()
+	defer a.tlsActive.Add(-1)
+	bp := a.bufs.Get().(*[]byte)
+	defer a.bufs.Put(bp)
+	b := *bp
+	reason := "tls_handshake"
+	err := hs.conn.tc.Handshake()
+	end, n := -1, 0
+	if err == nil {
+		reason = "eof"
+		end, n, err = readHead(hs.conn.tc, b)
+	}
+	p.mu.Lock()
+	if hs.why != "" {
+		reason = hs.why
+		err = errAborted
+	}
+	p.finish()
+	p.hs = nil
+	p.mu.Unlock()
+	switch {
+	case err == nil:
+		a.serve(client{fd: p.fd, remote: p.remote, tls: hs.conn}, b[:end], b[end:n])
+		return
+	case errors.Is(err, errHeadTooLarge):
+		reason = "head_too_large"
+		_, _ = hs.conn.tc.Write(statusResponse(http.StatusRequestHeaderFieldsTooLarge, "request head too large"))
+	}
+	if reason != "closed" {
+		a.reject(reason)
+	}
+	a.log.Debug("TLS connection refused", "remote", p.remote, "reason", reason, "err", err)
+	a.closeFd(p.fd, p.remote)
+}
+
+var errHeadTooLarge = errors.New("acceptor: request head too large")
+
+// readHead reads a request head from r into b. It returns the head's
+// length and the bytes read.
+func readHead(r io.Reader, b []byte) (end, n int, err error) {
+	for {
+		if end = headEnd(b[:n]); end >= 0 {
+			return end, n, nil
+		}
+		if n == len(b) {
+			return -1, n, errHeadTooLarge
+		}
+		m, err := r.Read(b[n:])
+		n += m
+		if err != nil {
+			if end = headEnd(b[:n]); end >= 0 {
+				return end, n, nil
+			}
+			return -1, n, err
+		}
+	}
+}
+
+// client is a connection whose request head is complete: its fd and,
+// on a TLS port, its TLS layer, which every answer goes through.
+type client struct {
+	fd     int
+	remote netip.AddrPort
+	tls    *TLSConn
+}
+
+// write answers the client, through TLS if it speaks it.
+func (c client) write(p []byte) error {
+	if c.tls != nil {
+		_, err := c.tls.tc.Write(p)
+		return err
+	}
+	return writeFull(c.fd, p)
+}
+
+func (c client) Write(p []byte) (int, error) {
+	if err := c.write(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// serve routes a complete request head. It owns the client's fd.
+func (a *Acceptor) serve(cl client, head, rest []byte) {
+	fd, remote := cl.fd, cl.remote
 	rl, ok := parseRequestLine(head)
 	if !ok {
-		a.refuse(fd, remote, http.StatusBadRequest, "bad_request", "malformed request line")
+		a.refuse(cl, http.StatusBadRequest, "bad_request", "malformed request line")
 		return
 	}
 	service, isWS := servicePath(rl.target)
@@ -152,25 +383,25 @@ func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
 		data := make([]byte, len(head)+len(rest))
 		copy(data[copy(data, head):], rest)
 		a.ips.release(remote.Addr())
-		if err := a.http.serve(fd, data); err != nil {
+		if err := a.http.serve(fd, cl.tls, data); err != nil {
 			a.reject("http_busy")
-			writeFull(fd, statusResponse(http.StatusServiceUnavailable, err.Error()))
+			cl.write(statusResponse(http.StatusServiceUnavailable, err.Error()))
 			unix.Close(fd)
 		}
 		return
 	}
 	switch {
 	case !wantsWebSocket(head):
-		a.refuse(fd, remote, http.StatusUpgradeRequired, "not_websocket",
+		a.refuse(cl, http.StatusUpgradeRequired, "not_websocket",
 			"this endpoint speaks WebSocket: send a WebSocket handshake")
 		return
 	case a.isDraining():
-		a.refuse(fd, remote, http.StatusServiceUnavailable, "draining", "shutting down, connect again")
+		a.refuse(cl, http.StatusServiceUnavailable, "draining", "shutting down, connect again")
 		return
-	case !a.admitUpgrade(fd, remote):
+	case !a.admitUpgrade(cl):
 		return
 	}
-	up, err := a.upgrade(fdWriter(fd), remote, service, rl.target, head)
+	up, err := a.upgrade(cl, remote, service, rl.target, head)
 	if err != nil {
 		a.held.Add(-1)
 		// The upgrader has answered the client already.
@@ -186,20 +417,26 @@ func (a *Acceptor) serve(fd int, remote netip.AddrPort, head, rest []byte) {
 	}
 	up.Fd = fd
 	up.Rest = rest
+	if cl.tls != nil {
+		// From now on the owner feeds the TLS layer from epoll readiness.
+		cl.tls.t.mode = modeFed
+		cl.tls.t.wait = nil
+		up.TLS = cl.tls
+	}
 	a.cfg.Upgraded(up)
 }
 
 // refuse answers a request with an error status and closes it.
-func (a *Acceptor) refuse(fd int, remote netip.AddrPort, status int, reason, msg string) {
-	a.refuseAfter(fd, remote, status, reason, msg, 0)
+func (a *Acceptor) refuse(cl client, status int, reason, msg string) {
+	a.refuseAfter(cl, status, reason, msg, 0)
 }
 
 // refuseAfter is refuse with a Retry-After of retry (see
 // statusResponseAfter).
-func (a *Acceptor) refuseAfter(fd int, remote netip.AddrPort, status int, reason, msg string, retry time.Duration) {
+func (a *Acceptor) refuseAfter(cl client, status int, reason, msg string, retry time.Duration) {
 	a.reject(reason)
-	writeFull(fd, statusResponseAfter(status, msg, retry))
-	a.closeFd(fd, remote)
+	cl.write(statusResponseAfter(status, msg, retry))
+	a.closeFd(cl.fd, cl.remote)
 }
 
 // handshake collects what the upgrader's callbacks see of one request.
@@ -215,6 +452,7 @@ type handshake struct {
 func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target string, head []byte) (*Upgraded, error) {
 	h := &handshake{a: a, req: Request{Service: service, URI: target, Remote: remote}}
 	var user string
+	var deflate *deflateNegotiation
 	u := ws.Upgrader{
 		ReadBufferSize: a.cfg.MaxHeaderBytes,
 		OnRequest:      h.onRequest,
@@ -244,6 +482,10 @@ func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target s
 			return nil, nil
 		},
 	}
+	if a.cfg.Compress != nil && a.cfg.Compress(service) {
+		deflate = &deflateNegotiation{}
+		u.Negotiate = deflate.negotiate
+	}
 	hc := &headConn{head: head, w: w}
 	hs, err := u.Upgrade(hc)
 	if err != nil {
@@ -265,13 +507,17 @@ func (a *Acceptor) upgrade(w io.Writer, remote netip.AddrPort, service, target s
 	if a.cfg.Authenticate != nil {
 		target = withoutToken(target)
 	}
-	return &Upgraded{
+	up := &Upgraded{
 		Remote:   remote,
 		Service:  service,
 		URI:      target,
 		User:     user,
 		Protocol: hs.Protocol,
-	}, nil
+	}
+	if deflate != nil {
+		up.Deflate = deflate.window
+	}
+	return up, nil
 }
 
 // refuse records why the request is refused and returns the error that
@@ -307,14 +553,18 @@ func (h *handshake) onHeader(key, value []byte) error {
 }
 
 // checkOrigin lets through requests without Origin (not from a browser),
-// from the gateway's own host, or from an allowed origin; a page elsewhere
-// must not open connections with the user's cookies.
+// from the gateway's own host, or from an origin allowed for the service;
+// a page elsewhere must not open connections with the user's cookies.
 func (h *handshake) checkOrigin() error {
 	origin := h.req.Origin
 	if origin == "" {
 		return nil
 	}
-	for _, o := range h.a.cfg.AllowedOrigins {
+	allowed := h.a.cfg.AllowedOrigins
+	if own, ok := h.a.cfg.ServiceOrigins[h.req.Service]; ok {
+		allowed = own
+	}
+	for _, o := range allowed {
 		if o == "*" || strings.EqualFold(o, origin) {
 			return nil
 		}
@@ -389,16 +639,6 @@ func (c *headConn) Read(p []byte) (int, error) {
 func (c *headConn) Write(p []byte) (int, error) {
 	c.wrote = true
 	return c.w.Write(p)
-}
-
-// fdWriter writes to a non-blocking socket with writeFull.
-type fdWriter int
-
-func (fd fdWriter) Write(p []byte) (int, error) {
-	if err := writeFull(int(fd), p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }
 
 // writeFull writes p to a non-blocking socket, waiting a bounded time for

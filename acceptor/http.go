@@ -58,10 +58,11 @@ func newHTTPHandoff(h http.Handler, headerTimeout time.Duration, maxHeader, maxC
 
 var errHTTPBusy = errors.New("too many HTTP connections, try again")
 
-// serve hands fd to net/http, with data (the bytes already read from it)
-// replayed first. On errHTTPBusy the caller still owns fd and answers it;
-// otherwise fd is no longer the caller's.
-func (h *httpHandoff) serve(fd int, data []byte) error {
+// serve hands fd to net/http, with data (the bytes already read from it,
+// decrypted when tc is its TLS layer) replayed first. On errHTTPBusy the
+// caller still owns fd and answers it; otherwise fd is no longer the
+// caller's.
+func (h *httpHandoff) serve(fd int, tc *TLSConn, data []byte) error {
 	if h.active.Add(1) > h.max {
 		h.active.Add(-1)
 		return errHTTPBusy
@@ -72,6 +73,12 @@ func (h *httpHandoff) serve(fd int, data []byte) error {
 	if err != nil {
 		h.active.Add(-1)
 		return nil
+	}
+	if tc != nil {
+		// TLS continues over the socket net/http now owns.
+		tc.t.nc = c
+		tc.t.mode = modeHandoff
+		c = tc.tc
 	}
 	pc := &prefixConn{Conn: c, prefix: data, active: &h.active}
 	select {

@@ -16,6 +16,8 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
 
+	"github.com/shoal-gw/shoal/acceptor"
+	"github.com/shoal-gw/shoal/acceptor/tlstest"
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/wire"
 )
@@ -337,9 +339,36 @@ func (ch *benchChild) perConn() (lo, hi int64) {
 func BenchmarkFanout10k(b *testing.B) {
 	count := benchConns(b)
 	h := startShard(b, func(c *Config) { c.MaxConnsPerIP = 20000 })
+	benchFanout(b, h, count, func() *benchChild { return startChild(b, h.addr, count) })
+}
+
+// BenchmarkFanoutTLS10k is BenchmarkFanout10k with every member on TLS:
+// the frame is built once, but sealed once per member.
+func BenchmarkFanoutTLS10k(b *testing.B) {
+	count := benchConns(b)
+	h, caFile := startTLSBenchShard(b)
+	benchFanout(b, h, count, func() *benchChild { return startChild(b, h.addr+",tls="+caFile, count) })
+}
+
+// startTLSBenchShard starts a shard on a TLS port with a certificate of a
+// CA made for the benchmark, whose PEM file it returns for the client.
+func startTLSBenchShard(b *testing.B) (*harness, string) {
+	ca := tlstest.NewCA(b, "bench CA")
+	dir := b.TempDir()
+	leaf := ca.Issue(b, dir, "server", "127.0.0.1")
+	keys, err := acceptor.LoadKeyPair(leaf.CertFile, leaf.KeyFile)
+	must(b, err)
+	h := startShard(b, func(c *Config) {
+		c.MaxConnsPerIP = 20000
+		c.TLS = acceptor.ServerTLSConfig(keys)
+	})
+	return h, ca.WriteCA(b, dir)
+}
+
+func benchFanout(b *testing.B, h *harness, count int, start func() *benchChild) {
 	opens := make(chan string, count)
 	h.drainEvents(b, opens)
-	ch := startChild(b, h.addr, count)
+	ch := start()
 	ch.waitReady(h, count)
 
 	const room = "bench"
@@ -402,6 +431,18 @@ func BenchmarkFanout10k(b *testing.B) {
 func BenchmarkIdleConns10k(b *testing.B) {
 	count := benchConns(b)
 	h := startShard(b, func(c *Config) { c.MaxConnsPerIP = 20000 })
+	benchIdle(b, h, count, func() *benchChild { return startChild(b, h.addr, count) })
+}
+
+// BenchmarkIdleTLSConns10k is BenchmarkIdleConns10k over TLS (wss://):
+// each connection also holds its crypto/tls state, but still no goroutine.
+func BenchmarkIdleTLSConns10k(b *testing.B) {
+	count := benchConns(b)
+	h, caFile := startTLSBenchShard(b)
+	benchIdle(b, h, count, func() *benchChild { return startChild(b, h.addr+",tls="+caFile, count) })
+}
+
+func benchIdle(b *testing.B, h *harness, count int, start func() *benchChild) {
 	opens := make(chan string, count)
 	h.drainEvents(b, opens)
 
@@ -416,7 +457,7 @@ func BenchmarkIdleConns10k(b *testing.B) {
 	before := gc()
 	goroutines := runtime.NumGoroutine()
 
-	ch := startChild(b, h.addr, count)
+	ch := start()
 	ch.waitReady(h, count)
 	deadline := time.After(benchWait)
 	for range count {

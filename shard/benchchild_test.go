@@ -2,6 +2,8 @@ package shard
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -19,8 +21,9 @@ import (
 	"github.com/shoal-gw/shoal/wire"
 )
 
-// benchChildEnv carries "addr,count" to the client process of the
-// many-connection benchmarks. A shard and its 10 000 clients in one
+// benchChildEnv carries "addr[,tls=CAFILE],count" to the client process
+// of the many-connection benchmarks; with tls= it dials TLS and trusts the
+// CA in CAFILE. A shard and its 10 000 clients in one
 // process would need more descriptors than one process may open.
 const benchChildEnv = "SHOAL_BENCH_CHILD"
 
@@ -46,10 +49,23 @@ func TestBenchChild(t *testing.T) {
 	if spec == "" {
 		t.Skip("client process of the connection benchmarks; started by them")
 	}
-	addr, n, ok := strings.Cut(spec, ",")
-	count, err := strconv.Atoi(n)
-	if !ok || err != nil || count <= 0 {
-		t.Fatalf("%s=%q: want addr,count", benchChildEnv, spec)
+	parts := strings.Split(spec, ",")
+	count, err := strconv.Atoi(parts[len(parts)-1])
+	if len(parts) < 2 || err != nil || count <= 0 {
+		t.Fatalf("%s=%q: want addr[,tls=CAFILE],count", benchChildEnv, spec)
+	}
+	addr := parts[0]
+	var tlsCfg *tls.Config
+	if len(parts) == 3 {
+		caFile, ok := strings.CutPrefix(parts[1], "tls=")
+		pem, err := os.ReadFile(caFile)
+		if !ok || err != nil {
+			t.Fatalf("%s=%q: %v", benchChildEnv, spec, err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		host, _, _ := net.SplitHostPort(addr)
+		tlsCfg = &tls.Config{RootCAs: pool, ServerName: host}
 	}
 	rep := &childReporter{w: os.NewFile(3, "report")}
 	defer rep.w.Close()
@@ -75,7 +91,7 @@ func TestBenchChild(t *testing.T) {
 		go func() {
 			defer dialers.Done()
 			for i := range next {
-				c, br, err := childDial(addr)
+				c, br, err := childDial(addr, tlsCfg)
 				if err != nil {
 					errs <- err
 					return
@@ -159,13 +175,23 @@ func (r *childReporter) line(words ...string) {
 	_, _ = io.WriteString(r.w, strings.Join(words, " ")+"\n")
 }
 
-// childDial opens one WebSocket connection with the request dialWS sends;
-// it returns errors instead of failing a test, as it runs on many
-// goroutines.
-func childDial(addr string) (net.Conn, *bufio.Reader, error) {
+// childDial opens one WebSocket connection with the request dialWS sends,
+// over TLS when cfg is set; it returns errors instead of failing a test,
+// as it runs on many goroutines.
+func childDial(addr string, cfg *tls.Config) (net.Conn, *bufio.Reader, error) {
 	c, err := net.DialTimeout("tcp", addr, 30*time.Second)
 	if err != nil {
 		return nil, nil, err
+	}
+	if cfg != nil {
+		tc := tls.Client(c, cfg)
+		tc.SetDeadline(time.Now().Add(30 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		tc.SetDeadline(time.Time{})
+		c = tc
 	}
 	req := "GET /ws/echo HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"

@@ -33,14 +33,25 @@ func dialWS(t testing.TB, addr, target string) *testClient {
 // dialWSWith is dialWS through d, for sockets with options of their own.
 func dialWSWith(t testing.TB, d *net.Dialer, addr, target string) *testClient {
 	t.Helper()
+	tc, _ := dialWSHeaders(t, d, addr, target)
+	return tc
+}
+
+// dialWSHeaders dials through d with extra request header lines ("Name:
+// value") and returns the handshake's response too.
+func dialWSHeaders(t testing.TB, d *net.Dialer, addr, target string, headers ...string) (*testClient, *http.Response) {
+	t.Helper()
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	req := "GET " + target + " HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := io.WriteString(c, req); err != nil {
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+	for _, h := range headers {
+		req += h + "\r\n"
+	}
+	if _, err := io.WriteString(c, req+"\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
@@ -52,7 +63,7 @@ func dialWSWith(t testing.TB, d *net.Dialer, addr, target string) *testClient {
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("handshake to %s: %s", target, resp.Status)
 	}
-	return &testClient{t: t, c: c, br: br}
+	return &testClient{t: t, c: c, br: br}, resp
 }
 
 var testMask = [4]byte{0x12, 0x34, 0x56, 0x78}

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"errors"
+	"io"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
+	"github.com/shoal-gw/shoal/acceptor"
 	"github.com/shoal-gw/shoal/netpoll"
 	"github.com/shoal-gw/shoal/wire"
 )
@@ -60,25 +62,34 @@ type conn struct {
 	// rd is used only by the goroutine running the read task; one-shot
 	// readiness guarantees there is at most one.
 	rd wire.Reader
+	// tls is the TLS layer on a TLS port, nil otherwise. Every call on it
+	// is made under mu: reads may produce output that must be ordered
+	// with the records writes seal.
+	tls *acceptor.TLSConn
 
-	mu          sync.Mutex
-	fd          int32
-	state       connState
-	fdClosed    bool
-	failed      bool          // the reader hit a protocol error: discard input
-	peerClose   bool          // the peer's close frame arrived
-	flushing    bool          // a goroutine is writing the queue out
-	waitOut     bool          // waiting for write readiness
-	corked      bool          // in the dispatcher's batch of connections to flush
-	after       afterFlush    // once the queued close frame is out
-	interest    netpoll.Event // armed one-shot interest
-	refs        int16         // goroutines inside a syscall on fd
-	inflight    int8          // queued frames handed to the writev in progress
+	mu        sync.Mutex
+	fd        int32
+	state     connState
+	fdClosed  bool
+	failed    bool          // the reader hit a protocol error: discard input
+	peerClose bool          // the peer's close frame arrived
+	flushing  bool          // a goroutine is writing the queue out
+	waitOut   bool          // waiting for write readiness
+	corked    bool          // in the dispatcher's batch of connections to flush
+	after     afterFlush    // once the queued close frame is out
+	interest  netpoll.Event // armed one-shot interest
+	refs      int16         // goroutines inside a syscall on fd
+	inflight  int8          // queued frames handed to the writev in progress
+	// deflate is permessage-deflate's window bits, 0 when not negotiated;
+	// set before the connection is published and never changed, so read
+	// without mu. It sits here because the padding has room for it.
+	deflate     uint8
 	closeCode   ws.StatusCode // reported in the close event
 	closeReason string
 	msgBucket   int64      // the MaxMessageRate bucket (netpoll.Rate)
 	drops       *dropState // nil until the shard drops a message of this connection
 	outOff      int32      // bytes of out[0] already written
+	sealed      int32      // TLS: out[:sealed] are sealed records, the rest frames to seal
 	outBytes    int        // bytes queued
 	out         [][]byte   // frames waiting for the socket; nil when empty
 	user        string
@@ -206,16 +217,26 @@ func (t *readTask) Run() {
 		eof   bool
 		ferr  error
 		bytes int
+		plain []byte
 	)
+	if c.tls != nil {
+		// Ciphertext in one half, what it decrypts to in the other: a
+		// record's plaintext is at most 16 KiB.
+		buf, plain = buf[:len(buf)/2], buf[len(buf)/2:]
+	}
 	for range maxReadsPerEvent {
 		n, err := unix.Read(int(c.fd), buf)
 		if n > 0 {
 			bytes += n
-			if !discard {
-				ferr = c.rd.Feed(&s.wireCfg, buf[:n], c)
-				if ferr != nil {
-					break
-				}
+			switch {
+			case discard:
+			case c.tls != nil:
+				ferr, eof = c.readTLS(buf[:n], plain)
+			default:
+				ferr = c.rd.Feed(c.wireConfig(), buf[:n], c)
+			}
+			if ferr != nil || eof {
+				break
 			}
 			if n < len(buf) {
 				// Most likely drained; if not, the level-triggered re-arm
@@ -254,6 +275,47 @@ func (t *readTask) Run() {
 		c.armLocked(netpoll.Read)
 		c.mu.Unlock()
 	}
+}
+
+// readTLS decrypts ciphertext read from the socket (none: only what TLS
+// holds already) into plain, record by record, and feeds the frame
+// reader. eof reports that the peer ended TLS (close_notify) or broke it.
+func (c *conn) readTLS(ct, plain []byte) (ferr error, eof bool) {
+	c.mu.Lock()
+	c.tls.Feed(ct)
+	for {
+		n, err := c.tls.Read(plain)
+		c.queueTLSOutputLocked()
+		c.mu.Unlock()
+		if n > 0 {
+			if ferr = c.rd.Feed(c.wireConfig(), plain[:n], c); ferr != nil {
+				c.mu.Lock()
+				c.tls.Feed(nil) // the rest is discarded: ct is the caller's
+				c.mu.Unlock()
+				return ferr, false
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, acceptor.ErrWantRead):
+			return nil, false
+		case errors.Is(err, io.EOF):
+			return nil, true
+		default:
+			c.s.log.Debug("TLS read failed", "conn", c.cid, "err", err)
+			return nil, true
+		}
+		c.mu.Lock()
+	}
+}
+
+// wireConfig is the frame reader's configuration: compressed messages are
+// read only where permessage-deflate was negotiated.
+func (c *conn) wireConfig() *wire.Config {
+	if c.deflate != 0 {
+		return &c.s.wireDeflate
+	}
+	return &c.s.wireCfg
 }
 
 // readFailed handles what stopped Feed.

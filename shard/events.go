@@ -87,7 +87,8 @@ func (s *Shard) command(m *nats.Msg) {
 	}
 	switch header(m, bus.HeaderCmd) {
 	case bus.CmdSend:
-		c.write(s.frameOf(m))
+		f := frames{m: m}
+		c.write(f.forConn(c))
 		s.stats.messagesOut.Add(1)
 		s.reply(m, nil)
 	case bus.CmdJoin:
@@ -159,17 +160,6 @@ func (s *Shard) reply(req *nats.Msg, err error) {
 	if e := s.nc.PublishMsg(msg); e != nil {
 		s.stats.busErrors.Add(1)
 	}
-}
-
-// frameOf frames a bus message for clients: once per shard, whatever the
-// number of recipients.
-func (s *Shard) frameOf(m *nats.Msg) []byte {
-	op := ws.OpText
-	if header(m, bus.HeaderOpcode) == bus.OpcodeBinary {
-		op = ws.OpBinary
-	}
-	frame := make([]byte, 0, wire.HeaderLen(len(m.Data), false)+len(m.Data))
-	return wire.AppendFrame(frame, op, true, m.Data)
 }
 
 // Shared, never modified header values.

@@ -101,21 +101,17 @@ func (c *conn) floodLocked() bool {
 
 // dropOldestLocked makes room for frame in a full queue under the
 // drop-oldest policy: whole data frames go, oldest first, until it fits.
-// What stays: the frames a writev in progress holds and the frame half on
-// the wire (as in enqueueLocked), and control frames, which are small and
-// which the peer's side of the protocol waits for. A control frame is
-// queued as it is, passing the bound by at most 127 bytes. A data frame
-// that would not fit even with every other data frame gone is the one
-// dropped, and the queue is left alone. It reports whether frame is to
-// be queued.
+// What stays: the head of the queue that keptLocked names, and control
+// frames, which are small and which the peer's side of the protocol waits
+// for. A control frame is queued as it is, passing the bound by at most
+// 127 bytes. A data frame that would not fit even with every other data
+// frame gone is the one dropped, and the queue is left alone. It reports
+// whether frame is to be queued.
 func (c *conn) dropOldestLocked(frame []byte) bool {
 	if isControl(frame) {
 		return true
 	}
-	keep := int(c.inflight)
-	if c.outOff > 0 {
-		keep = max(keep, 1)
-	}
+	keep := c.keptLocked()
 	need := c.outBytes + len(frame) - c.s.cfg.MaxQueue
 	droppable := 0
 	for _, b := range c.out[keep:] {

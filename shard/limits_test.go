@@ -61,35 +61,46 @@ func TestRateLimitDrops(t *testing.T) {
 		c.MaxMessageRate, c.MaxMessageBurst, c.MaxMessageDrops = rate, burst, -1
 	})
 	tc, cid := h.connect("/ws/echo")
-	start := time.Now()
-	for i := range sent {
-		tc.send(ws.OpText, true, []byte(strconv.Itoa(i)))
-	}
 	delivered, dropped, drops := 0, 0, 0
 	deadline := time.After(10 * time.Second)
-	for delivered+dropped < sent {
-		select {
-		case m := <-h.evs:
-			switch m.Header.Get(bus.HeaderEvent) {
-			case bus.EventMessage:
-				delivered++
-			case bus.EventDropped:
-				if m.Header.Get(bus.HeaderConn) != cid {
-					t.Fatalf("dropped event for %s", m.Header.Get(bus.HeaderConn))
+	collect := func(done func() bool) {
+		t.Helper()
+		for !done() {
+			select {
+			case m := <-h.evs:
+				switch m.Header.Get(bus.HeaderEvent) {
+				case bus.EventMessage:
+					delivered++
+				case bus.EventDropped:
+					if m.Header.Get(bus.HeaderConn) != cid {
+						t.Fatalf("dropped event for %s", m.Header.Get(bus.HeaderConn))
+					}
+					dropped += dropCount(t, m, bus.DropRateLimit)
+					drops++
 				}
-				dropped += dropCount(t, m, bus.DropRateLimit)
-				drops++
+			case <-deadline:
+				t.Fatalf("%d delivered and %d dropped of %d", delivered, dropped, sent)
 			}
-		case <-deadline:
-			t.Fatalf("%d delivered and %d dropped of %d", delivered, dropped, sent)
 		}
 	}
+	start := time.Now()
+	// The burst passes and the next message is dropped, which is reported
+	// at once. The report carries what was dropped by the time it goes
+	// out, so the rest of the flood waits for it.
+	for i := range burst + 1 {
+		tc.send(ws.OpText, true, []byte(strconv.Itoa(i)))
+	}
+	collect(func() bool { return drops == 1 })
+	for i := burst + 1; i < sent; i++ {
+		tc.send(ws.OpText, true, []byte(strconv.Itoa(i)))
+	}
+	collect(func() bool { return delivered+dropped >= sent })
 	elapsed := time.Since(start)
 	if most := burst + int(elapsed.Seconds()*rate) + 1; delivered > most || delivered < burst {
 		t.Fatalf("%d delivered in %v, want %d to %d", delivered, elapsed, burst, most)
 	}
-	// One report at once and the rest together a second later; a slow
-	// machine may split them further, one a second at most.
+	// The first report at once and the rest together a second later; a
+	// slow machine may split them further, one a second at most.
 	if drops < 2 || drops > 2+int(elapsed.Seconds()) {
 		t.Fatalf("%d dropped events in %v", drops, elapsed)
 	}
@@ -170,52 +181,11 @@ func TestSlowPolicyDropOldest(t *testing.T) {
 	if e := h.command(sid, bus.CmdJoin, map[string]string{bus.HeaderRoom: "prices"}, nil); e != "" {
 		t.Fatal(e)
 	}
-	// 32 MiB, far beyond the sockets' buffers and the queue.
-	const n = 4096
-	payload := bigText(8 << 10)
-	for i := range n {
-		copy(payload, strconv.Itoa(i)+" ")
-		must(t, h.nc.Publish(h.subj.Room("prices"), payload))
-	}
-	must(t, h.nc.Publish(h.subj.Room("prices"), []byte("last")))
-	must(t, h.nc.Flush())
+	size := h.publishRising("prices")
 	strict.expectClose(ws.StatusPolicyViolation)
-
-	// Read until the newest message: every frame whole, sequence rising.
-	received, prev := 0, -1
-	for {
-		_, p := ticker.readMessage()
-		if string(p) == "last" {
-			break
-		}
-		seq, err := strconv.Atoi(string(p[:bytesIndex(p, ' ')]))
-		if err != nil || seq <= prev || len(p) != len(payload) {
-			t.Fatalf("message %q... (%d bytes) after %d", p[:min(len(p), 12)], len(p), prev)
-		}
-		prev = seq
-		received++
-	}
-	if received == n {
-		t.Fatal("nothing was dropped: the test did not fill the queue")
-	}
-	dropped := 0
-	deadline := time.After(10 * time.Second)
-	for received+dropped < n {
-		select {
-		case m := <-h.evs:
-			if m.Header.Get(bus.HeaderEvent) == bus.EventDropped {
-				if m.Header.Get(bus.HeaderConn) != tid {
-					t.Fatalf("dropped event for %s", m.Header.Get(bus.HeaderConn))
-				}
-				dropped += dropCount(t, m, bus.DropQueueFull)
-			}
-		case <-deadline:
-			t.Fatalf("%d received and %d reported dropped of %d", received, dropped, n)
-		}
-	}
-	if received+dropped != n {
-		t.Fatalf("%d received and %d reported dropped of %d", received, dropped, n)
-	}
+	received := readRising(t, size, ticker.readMessage)
+	dropped := risingCount - received
+	h.awaitDropped(tid, dropped)
 	st := h.s.Stats()
 	if st.Dropped[bus.DropQueueFull] != uint64(dropped) || st.ServerCloses["slow_consumer"] != 1 {
 		t.Fatalf("stats: dropped %v, server closes %v", st.Dropped, st.ServerCloses)
@@ -226,6 +196,73 @@ func TestSlowPolicyDropOldest(t *testing.T) {
 	}
 	if _, p := ticker.readMessage(); string(p) != "still here" {
 		t.Fatalf("got %q", p)
+	}
+}
+
+// risingCount is how many messages publishRising sends.
+const risingCount = 4096
+
+// publishRising publishes risingCount numbered messages of 8 KiB to room,
+// 32 MiB in all, far beyond the sockets' buffers and a test's queue, then
+// "last". It returns the size of each numbered message.
+func (h *harness) publishRising(room string) int {
+	h.t.Helper()
+	payload := bigText(8 << 10)
+	for i := range risingCount {
+		copy(payload, strconv.Itoa(i)+" ")
+		must(h.t, h.nc.Publish(h.subj.Room(room), payload))
+	}
+	must(h.t, h.nc.Publish(h.subj.Room(room), []byte("last")))
+	must(h.t, h.nc.Flush())
+	return len(payload)
+}
+
+// readRising reads what publishRising sent, through next, until "last":
+// every message whole (never a frame cut by a drop) and numbered above the
+// one before. It returns how many numbered messages came, and fails when
+// all of them did: then nothing was dropped.
+func readRising(t testing.TB, size int, next func() (ws.OpCode, []byte)) int {
+	t.Helper()
+	received, prev := 0, -1
+	for {
+		op, p := next()
+		if string(p) == "last" {
+			break
+		}
+		seq, err := strconv.Atoi(string(p[:bytesIndex(p, ' ')]))
+		if err != nil || seq <= prev || op != ws.OpText || len(p) != size {
+			t.Fatalf("message %q... (%v, %d bytes) after %d", p[:min(len(p), 12)], op, len(p), prev)
+		}
+		prev = seq
+		received++
+	}
+	if received == risingCount {
+		t.Fatal("nothing was dropped: the test did not fill the queue")
+	}
+	return received
+}
+
+// awaitDropped waits until the dropped events, all for cid and for a full
+// queue, report want messages.
+func (h *harness) awaitDropped(cid string, want int) {
+	h.t.Helper()
+	dropped := 0
+	deadline := time.After(10 * time.Second)
+	for dropped < want {
+		select {
+		case m := <-h.evs:
+			if m.Header.Get(bus.HeaderEvent) == bus.EventDropped {
+				if m.Header.Get(bus.HeaderConn) != cid {
+					h.t.Fatalf("dropped event for %s", m.Header.Get(bus.HeaderConn))
+				}
+				dropped += dropCount(h.t, m, bus.DropQueueFull)
+			}
+		case <-deadline:
+			h.t.Fatalf("%d reported dropped, want %d", dropped, want)
+		}
+	}
+	if dropped != want {
+		h.t.Fatalf("%d reported dropped, want %d", dropped, want)
 	}
 }
 
@@ -240,7 +277,7 @@ func bytesIndex(p []byte, b byte) int {
 
 // The rules of dropping on a queue: whole data frames go, oldest first,
 // until the new one fits; a frame half written, the frames of a writev in
-// progress and control frames stay.
+// progress, sealed records and control frames stay.
 func TestDropOldestKeeps(t *testing.T) {
 	h := startShard(t, func(c *Config) {
 		c.MaxQueue = 100
@@ -294,12 +331,22 @@ func TestDropOldestKeeps(t *testing.T) {
 	if got != "apep" {
 		t.Fatalf("queue %q, want apep", got)
 	}
+	// Sealed records, the head of a TLS connection's queue, stay: each
+	// took a sequence number of the stream.
+	got = step(func() {
+		c.out, c.outOff, c.inflight, c.sealed = [][]byte{data('g', 30), data('h', 30), data('i', 30)}, 0, 0, 2
+		c.outBytes = 90
+		c.enqueueLocked(data('j', 30))
+	})
+	if got != "ghj" {
+		t.Fatalf("queue %q, want ghj", got)
+	}
 	total := 0
-	for total < 4 {
+	for total < 5 {
 		total += dropCount(t, h.event(bus.EventDropped), bus.DropQueueFull)
 	}
-	if total != 4 {
-		t.Fatalf("%d reported dropped, want 4 (b, c, d and f)", total)
+	if total != 5 {
+		t.Fatalf("%d reported dropped, want 5 (b, c, d, f and i)", total)
 	}
 }
 

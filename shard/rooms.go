@@ -143,7 +143,8 @@ func (s *Shard) removeMemberLocked(r *room, c *conn) bool {
 }
 
 // fanout delivers a room message to every local member: the frame is built
-// once and the same bytes are written to each.
+// once (once per variant, see frames) and the same bytes are written to
+// each.
 func (s *Shard) fanout(m *nats.Msg) {
 	s.roomsMu.RLock()
 	defer s.roomsMu.RUnlock()
@@ -151,23 +152,23 @@ func (s *Shard) fanout(m *nats.Msg) {
 	if r == nil || len(r.members) == 0 {
 		return
 	}
-	frame := s.frameOf(m)
-	s.countCork(frame)
+	f := frames{m: m}
 	for _, c := range r.members {
-		s.deliver(c, frame)
+		s.deliver(c, f.forConn(c))
 	}
+	s.countCork(f.size())
 	s.stats.messagesOut.Add(uint64(len(r.members)))
 }
 
 // broadcast delivers a message to every connection of the shard.
 func (s *Shard) broadcast(m *nats.Msg) {
-	frame := s.frameOf(m)
-	s.countCork(frame)
+	f := frames{m: m}
 	s.connsMu.RLock()
 	defer s.connsMu.RUnlock()
 	for _, c := range s.conns {
-		s.deliver(c, frame)
+		s.deliver(c, f.forConn(c))
 	}
+	s.countCork(f.size())
 	s.stats.messagesOut.Add(uint64(len(s.conns)))
 }
 

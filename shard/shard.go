@@ -3,6 +3,7 @@ package shard
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -63,6 +64,11 @@ type Config struct {
 	Prefix string
 	// Services lists the names routable at /ws/<name>.
 	Services []string
+	// Compress lists the services whose clients may negotiate
+	// permessage-deflate (RFC 7692), without context takeover; "*" names
+	// every service. A compressed message is limited to MaxMessage once
+	// decompressed (past it: 1009).
+	Compress []string
 
 	// MaxMessage bounds a client message after reassembly (default 1 MiB);
 	// a larger one closes the connection with 1009.
@@ -117,10 +123,16 @@ type Config struct {
 	// MaxHandshakeRate bounds new upgrades per second (default 10000;
 	// negative: no limit); past it: HTTP 503 with Retry-After.
 	MaxHandshakeRate int
-	// AllowedOrigins: see acceptor.Config.
+	// AllowedOrigins and ServiceOrigins: see acceptor.Config. The services
+	// ServiceOrigins names must be among Services.
 	AllowedOrigins []string
+	ServiceOrigins map[string][]string
 	// Authenticate: see acceptor.Config.
 	Authenticate func(*acceptor.Request) (user string, err error)
+	// TLS, when set, makes the port speak TLS: wss:// and https://. See
+	// acceptor.Config.TLS; certificates are best given through
+	// GetCertificate (acceptor.KeyPair), so that they can be reloaded.
+	TLS *tls.Config
 	// HTTP serves plain HTTP other than /healthz (the web client's files).
 	HTTP http.Handler
 	// PoolWorkers sizes the goroutine pool (default: netpoll's).
@@ -133,9 +145,10 @@ type Config struct {
 
 // route is a service connections can reach.
 type route struct {
-	name    string
-	subject string
-	slow    SlowPolicy
+	name     string
+	subject  string
+	slow     SlowPolicy
+	compress bool // its clients may negotiate permessage-deflate
 }
 
 // Shard is one worker: it owns a listener, a poller, a pool, a wheel, and
@@ -150,7 +163,10 @@ type Shard struct {
 	wheel   *netpoll.Wheel
 	acc     *acceptor.Acceptor
 	wireCfg wire.Config
-	routes  map[string]*route
+	// wireDeflate is wireCfg for connections that negotiated
+	// permessage-deflate.
+	wireDeflate wire.Config
+	routes      map[string]*route
 
 	msgRate   netpoll.Rate // MaxMessageRate, one bucket per connection
 	readBufs  sync.Pool    // *[]byte of ReadBufferSize
@@ -179,12 +195,13 @@ type Shard struct {
 
 	stats stats
 
-	mu       sync.Mutex
-	started  bool
-	draining atomic.Bool
-	stopped  bool
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	mu         sync.Mutex
+	started    bool
+	draining   atomic.Bool
+	restarting atomic.Bool // Shutdown tells clients 1012, not 1001
+	stopped    bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
 }
 
 // New prepares a shard: it opens the listener and the poller but accepts
@@ -205,18 +222,19 @@ func New(cfg Config) (*Shard, error) {
 		return nil, fmt.Errorf("shard: max message %d bytes does not fit the NATS server's max_payload of %d bytes: lower it or raise max_payload", cfg.MaxMessage, max)
 	}
 	s := &Shard{
-		cfg:        cfg,
-		log:        cfg.Logger.With("shard", cfg.ID),
-		nc:         cfg.NATS,
-		subj:       bus.Subjects{Prefix: cfg.Prefix},
-		wireCfg:    wire.Config{Role: wire.Server, MaxMessage: cfg.MaxMessage},
-		routes:     make(map[string]*route),
-		conns:      make(map[uint64]*conn),
-		rooms:      make(map[string]*room),
-		roomsBySub: make(map[*nats.Subscription]*room),
-		inbox:      make(chan *nats.Msg, inboxSize),
-		stop:       make(chan struct{}),
-		pingFrame:  wire.AppendFrame(nil, 0x9, true, nil),
+		cfg:         cfg,
+		log:         cfg.Logger.With("shard", cfg.ID),
+		nc:          cfg.NATS,
+		subj:        bus.Subjects{Prefix: cfg.Prefix},
+		wireCfg:     wire.Config{Role: wire.Server, MaxMessage: cfg.MaxMessage},
+		wireDeflate: wire.Config{Role: wire.Server, MaxMessage: cfg.MaxMessage, Deflate: true},
+		routes:      make(map[string]*route),
+		conns:       make(map[uint64]*conn),
+		rooms:       make(map[string]*room),
+		roomsBySub:  make(map[*nats.Subscription]*room),
+		inbox:       make(chan *nats.Msg, inboxSize),
+		stop:        make(chan struct{}),
+		pingFrame:   wire.AppendFrame(nil, 0x9, true, nil),
 	}
 	s.stats.init()
 	for _, name := range cfg.Services {
@@ -232,6 +250,21 @@ func New(cfg Config) (*Shard, error) {
 	for name := range cfg.SlowPolicies {
 		if s.routes[name] == nil {
 			return nil, fmt.Errorf("shard: slow-consumer policy for %q, which is not one of the services", name)
+		}
+	}
+	for _, name := range cfg.Compress {
+		for _, r := range s.routes {
+			if name == "*" || name == r.name {
+				r.compress = true
+			}
+		}
+		if _, ok := s.routes[name]; !ok && name != "*" {
+			return nil, fmt.Errorf("shard: compress %q: not a service of this shard", name)
+		}
+	}
+	for name := range cfg.ServiceOrigins {
+		if _, ok := s.routes[name]; !ok {
+			return nil, fmt.Errorf("shard: allowed origins for %q: not a service of this shard", name)
 		}
 	}
 	s.msgRate = netpoll.NewRate(cfg.MaxMessageRate, cfg.MaxMessageBurst)
@@ -265,8 +298,11 @@ func New(cfg Config) (*Shard, error) {
 		MaxConns:         cfg.MaxConns,
 		MaxHandshakeRate: cfg.MaxHandshakeRate,
 		Services:         s.routable,
+		Compress:         s.compresses,
 		AllowedOrigins:   cfg.AllowedOrigins,
+		ServiceOrigins:   cfg.ServiceOrigins,
 		Authenticate:     cfg.Authenticate,
+		TLS:              cfg.TLS,
 		HTTP:             s.httpHandler(),
 		Upgraded:         s.onUpgraded,
 		Rejected:         s.stats.reject,
@@ -341,6 +377,11 @@ func (s *Shard) routable(name string) bool {
 	return ok
 }
 
+func (s *Shard) compresses(name string) bool {
+	r := s.routes[name]
+	return r != nil && r.compress
+}
+
 // schedule runs a task on the pool; when the pool is closed (the shard is
 // stopping) the task runs inline, so that no connection is left half done.
 func (s *Shard) schedule(t netpoll.Task) {
@@ -395,9 +436,14 @@ func (s *Shard) Run(ctx context.Context) error {
 	return s.Shutdown(dctx)
 }
 
+// Restarting makes Shutdown close clients with 1012 (service restart)
+// instead of 1001 (going away): the server is being replaced, and a client
+// may reconnect at once, to the worker that replaces this one.
+func (s *Shard) Restarting() { s.restarting.Store(true) }
+
 // Shutdown drains the shard: it stops accepting, sends every client a
-// close frame 1001 (going away), spread over the drain window (see
-// goAwayAll), waits until they are gone or ctx is done,
+// close frame 1001 (going away; 1012 after Restarting), spread over the
+// drain window (see goAwayAll), waits until they are gone or ctx is done,
 // ends whoever is left, says "down" on the bus and releases everything.
 // It returns ctx.Err() if clients were still connected when ctx ended.
 // Safe to call twice.
@@ -407,11 +453,14 @@ func (s *Shard) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.acc.StopAccepting()
+	code, reason := 1001, "server shutting down"
+	if s.restarting.Load() {
+		code, reason = 1012, "server restarting"
+	}
 	start := time.Now()
-	code, what := 1001, "server shutting down"
-	s.log.Info("shard draining", "conns", s.Conns(), "window", s.drainWindow(ctx))
-	s.goAwayAll(ctx, code, what)
-	err := s.waitEmpty(ctx, code, what)
+	s.log.Info("shard draining", "conns", s.Conns(), "code", code, "window", s.drainWindow(ctx))
+	s.goAwayAll(ctx, code, reason)
+	err := s.waitEmpty(ctx, code, reason)
 	left := s.snapshot()
 	for _, c := range left {
 		c.terminate()
@@ -499,13 +548,15 @@ func (s *Shard) snapshot() []*conn {
 func (s *Shard) onUpgraded(u *acceptor.Upgraded) {
 	id := s.nextID.Add(1)
 	c := &conn{
-		s:      s,
-		id:     id,
-		cid:    s.cfg.ID + "." + strconv.FormatUint(id, 10),
-		route:  s.routes[u.Service],
-		remote: u.Remote,
-		fd:     int32(u.Fd),
-		user:   u.User,
+		s:       s,
+		id:      id,
+		cid:     s.cfg.ID + "." + strconv.FormatUint(id, 10),
+		route:   s.routes[u.Service],
+		remote:  u.Remote,
+		fd:      int32(u.Fd),
+		user:    u.User,
+		tls:     u.TLS,
+		deflate: u.Deflate,
 	}
 	c.lastRead.Store(s.wheel.Now())
 	s.connsMu.Lock()
@@ -515,11 +566,25 @@ func (s *Shard) onUpgraded(u *acceptor.Upgraded) {
 	if err := s.publishOpen(c, u.URI); err != nil {
 		s.stats.busErrors.Add(1)
 	}
+	var ferr error
 	if len(u.Rest) > 0 {
 		// Frames sent right behind the handshake come before the socket's.
-		if err := c.rd.Feed(&s.wireCfg, u.Rest, c); err != nil {
-			c.readFailed(err)
-		}
+		ferr = c.rd.Feed(c.wireConfig(), u.Rest, c)
+	}
+	eof := false
+	if ferr == nil && c.tls != nil {
+		// TLS may hold more of what the client sent behind its request,
+		// which no readiness event will announce.
+		bp := s.readBufs.Get().(*[]byte)
+		ferr, eof = c.readTLS(nil, (*bp)[len(*bp)/2:])
+		s.readBufs.Put(bp)
+	}
+	switch {
+	case ferr != nil:
+		c.readFailed(ferr)
+	case eof:
+		c.terminate()
+		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -574,7 +639,7 @@ func (c *conn) terminate() {
 	if code == 0 {
 		code = 1006
 	}
-	c.out, c.outBytes, c.outOff = nil, 0, 0
+	c.clearQueueLocked()
 	_ = s.poller.Del(int(c.fd))
 	if c.refs == 0 && !c.fdClosed {
 		c.fdClosed = true

@@ -532,6 +532,21 @@ func TestShutdownSendsGoingAway(t *testing.T) {
 	must(t, h.s.Shutdown(context.Background()))
 }
 
+// A worker drained for a restart tells its clients so: 1012, not 1001.
+func TestShutdownForRestart(t *testing.T) {
+	h := startShard(t, nil)
+	a, b := dialWS(t, h.addr, "/ws/echo"), dialWS(t, h.addr, "/ws/echo")
+	waitFor(t, "2 connections", func() bool { return h.s.Conns() == 2 })
+	h.s.Restarting()
+	done := make(chan error, 1)
+	go func() { done <- h.s.Shutdown(context.Background()) }()
+	if reason := a.expectClose(1012); reason != "server restarting" {
+		t.Fatalf("reason %q", reason)
+	}
+	b.expectClose(1012)
+	must(t, <-done)
+}
+
 func TestHeartbeatStats(t *testing.T) {
 	h := startShard(t, func(c *Config) { c.HeartbeatInterval = 50 * time.Millisecond })
 	h.echoService()
@@ -569,6 +584,15 @@ func TestMaxMessageMustFitBus(t *testing.T) {
 	}
 	if _, err := New(Config{ID: "bad.id", Addr: "127.0.0.1:0", NATS: nc}); err == nil {
 		t.Fatal("an invalid shard id was accepted")
+	}
+	for _, cfg := range []Config{
+		{Compress: []string{"nosuch"}},
+		{ServiceOrigins: map[string][]string{"nosuch": {"https://a.example.com"}}},
+	} {
+		cfg.ID, cfg.Addr, cfg.NATS, cfg.Services = "t1", "127.0.0.1:0", nc, []string{"echo"}
+		if _, err := New(cfg); err == nil {
+			t.Fatalf("settings for a service the shard does not route were accepted: %+v", cfg)
+		}
 	}
 }
 

@@ -2,12 +2,14 @@ package shard
 
 import (
 	"errors"
+	"slices"
 	"time"
 	"unsafe"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
+	"github.com/shoal-gw/shoal/acceptor"
 	"github.com/shoal-gw/shoal/netpoll"
 	"github.com/shoal-gw/shoal/wire"
 )
@@ -47,11 +49,11 @@ func (s *Shard) deliver(c *conn, frame []byte) {
 	c.mu.Unlock()
 }
 
-// countCork accounts a fan-out frame in the batch.
-func (s *Shard) countCork(frame []byte) {
+// countCork accounts a fan-out message, framed in n bytes, in the batch.
+func (s *Shard) countCork(n int) {
 	if s.cork {
 		s.corkMsgs++
-		s.corkBytes += len(frame)
+		s.corkBytes += n
 	}
 }
 
@@ -85,6 +87,14 @@ func (c *conn) write(frame []byte) {
 		return
 	}
 	if len(c.out) == 0 && !c.flushing && !c.waitOut && c.acquireLocked() {
+		if c.tls != nil {
+			var ok bool
+			if frame, ok = c.sealLocked(frame); !ok {
+				c.releaseLocked()
+				c.mu.Unlock()
+				return
+			}
+		}
 		c.writeDirectLocked(frame)
 	} else {
 		c.enqueueLocked(frame)
@@ -113,13 +123,19 @@ func (c *conn) writeDirectLocked(frame []byte) {
 	switch {
 	case n == len(frame):
 		c.s.stats.framesOut.Add(1)
+		if c.tls != nil {
+			releaseSealed(frame)
+		}
 	case err == nil, errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
 		// The rest of this frame goes before anything queued meanwhile.
 		c.out = append([][]byte{frame}, c.out...)
+		if c.tls != nil {
+			c.sealed++
+		}
 		c.outOff = int32(n)
 		c.outBytes += len(frame) - n
 	default:
-		c.out, c.outBytes, c.outOff = nil, 0, 0
+		c.clearQueueLocked()
 		if c.closeCode == 0 {
 			c.closeCode = ws.StatusAbnormalClosure
 		}
@@ -136,6 +152,11 @@ func (c *conn) writeDirectLocked(frame []byte) {
 // frames waiting (see dropOldestLocked), or drop everything waiting and
 // close the connection with 1008. Either way a client that cannot keep up
 // does not make the gateway hold unbounded memory, nor slow anyone else.
+//
+// A TLS connection queues frames as they are, like a plain one, and seals
+// them only when they are handed to the socket (see sealQueuedLocked), so
+// both policies drop frames that never took a sequence number of the TLS
+// stream, which stays whole.
 func (c *conn) enqueueLocked(frame []byte) {
 	if len(c.out) > 0 && c.outBytes+len(frame) > c.s.cfg.MaxQueue {
 		if c.route.slow == SlowDropOldest {
@@ -146,14 +167,7 @@ func (c *conn) enqueueLocked(frame []byte) {
 			return
 		}
 		c.s.stats.serverCloses[closeSlow].Add(1)
-		// Frames a writev in progress holds, and the frame half on the
-		// wire, must stay: the first so that the bytes written are counted
-		// off the right frames, the second so that the client can still
-		// parse what follows.
-		keep := int(c.inflight)
-		if c.outOff > 0 {
-			keep = max(keep, 1)
-		}
+		keep := c.keptLocked()
 		clear(c.out[keep:])
 		c.out = c.out[:keep]
 		c.outBytes = -int(c.outOff)
@@ -165,6 +179,76 @@ func (c *conn) enqueueLocked(frame []byte) {
 	}
 	c.out = append(c.out, frame)
 	c.outBytes += len(frame)
+}
+
+// keptLocked is how many entries at the head of the queue must stay when
+// frames are dropped: those a writev in progress holds, so that the bytes
+// written are counted off the right frames; the frame half on the wire, so
+// that the client can still parse what follows; and on a TLS connection
+// every sealed record, since each took the next sequence number of the
+// stream and the client's TLS would refuse a gap.
+func (c *conn) keptLocked() int {
+	keep := max(int(c.inflight), int(c.sealed))
+	if c.outOff > 0 {
+		keep = max(keep, 1)
+	}
+	return keep
+}
+
+// clearQueueLocked drops everything queued: the connection is ending.
+func (c *conn) clearQueueLocked() {
+	c.out, c.outBytes, c.outOff, c.sealed = nil, 0, 0, 0
+}
+
+// sealLocked encrypts a frame for a TLS connection. The frame may be
+// shared (fan-out); the sealed bytes are the connection's own. On failure
+// the connection is ended and ok is false.
+func (c *conn) sealLocked(frame []byte) (sealed []byte, ok bool) {
+	sealed, err := c.tls.Seal(sealBuf(acceptor.SealedLen(len(frame))), frame)
+	if err != nil {
+		c.s.log.Debug("TLS seal failed", "conn", c.cid, "err", err)
+		c.clearQueueLocked()
+		if c.closeCode == 0 {
+			c.closeCode = ws.StatusAbnormalClosure
+		}
+		c.scheduleEndLocked()
+		return nil, false
+	}
+	return sealed, true
+}
+
+// sealQueuedLocked seals a TLS connection's queued frames up to the k-th,
+// in queue order, which is the order they go out in. The writer calls it
+// for the frames it is about to write, so that a frame takes its sequence
+// number only then, and those behind it can still be dropped. It reports
+// false when sealing failed, which ends the connection.
+func (c *conn) sealQueuedLocked(k int) bool {
+	for int(c.sealed) < k {
+		frame := c.out[c.sealed]
+		rec, ok := c.sealLocked(frame)
+		if !ok {
+			return false
+		}
+		c.out[c.sealed] = rec
+		c.outBytes += len(rec) - len(frame)
+		c.sealed++
+	}
+	return true
+}
+
+// queueTLSOutputLocked queues what reading TLS produced (an alert, a key
+// update) and writes it out.
+func (c *conn) queueTLSOutputLocked() {
+	out := c.tls.Output()
+	if len(out) == 0 || c.state == stateDead {
+		return
+	}
+	// TLS sealed it after the records queued and before the frames still
+	// waiting to be sealed, so it goes out between them.
+	c.out = slices.Insert(c.out, int(c.sealed), out)
+	c.sealed++
+	c.outBytes += len(out)
+	c.flushLocked()
 }
 
 // beginCloseLocked queues a close frame with code and stops data going out.
@@ -179,10 +263,30 @@ func (c *conn) beginCloseLocked(code ws.StatusCode, reason string, after afterFl
 // queueCloseLocked queues a prepared close frame, moves to closing, and
 // arms the close deadline.
 func (c *conn) queueCloseLocked(frame []byte, after afterFlush) {
+	if c.tls != nil {
+		// No data follows the close frame, so TLS's sending side ends
+		// with it (close_notify). Both are sealed now, after what waits
+		// ahead of them.
+		if !c.sealQueuedLocked(len(c.out)) {
+			return
+		}
+		var ok bool
+		if frame, ok = c.sealLocked(frame); !ok {
+			return
+		}
+	}
 	c.state = stateClosing
 	c.after = after
 	c.out = append(c.out, frame)
 	c.outBytes += len(frame)
+	if c.tls != nil {
+		c.sealed++
+		if cn := c.tls.CloseNotify(); len(cn) > 0 {
+			c.out = append(c.out, cn)
+			c.outBytes += len(cn)
+			c.sealed++
+		}
+	}
 	c.s.wheel.Schedule(&c.timer, c.s.cfg.CloseTimeout, c)
 }
 
@@ -209,10 +313,14 @@ func (t *flushTask) Run() {
 func (c *conn) drainLocked() {
 	var iov [maxIovec]unix.Iovec
 	for len(c.out) > 0 && c.state != stateDead {
+		k := min(len(c.out), maxIovec)
+		if c.tls != nil && !c.sealQueuedLocked(k) {
+			c.flushing = false
+			return
+		}
 		if !c.acquireLocked() {
 			break
 		}
-		k := min(len(c.out), maxIovec)
 		total := 0
 		for i := range k {
 			b := c.out[i]
@@ -254,7 +362,7 @@ func (c *conn) drainLocked() {
 			// The peer is gone (EPIPE, ECONNRESET): nothing more can be
 			// delivered, so end the connection.
 			c.flushing = false
-			c.out, c.outBytes, c.outOff = nil, 0, 0
+			c.clearQueueLocked()
 			if c.closeCode == 0 {
 				c.closeCode = ws.StatusAbnormalClosure
 			}
@@ -281,11 +389,18 @@ func (c *conn) consumeLocked(n int) {
 			break
 		}
 		n -= rest
+		if c.tls != nil {
+			// Every entry written is a sealed record, the connection's own.
+			releaseSealed(c.out[i])
+		}
 		c.out[i] = nil
 		c.outOff = 0
 		i++
 	}
 	c.out = c.out[i:]
+	if c.tls != nil {
+		c.sealed -= int32(i)
+	}
 	c.s.stats.framesOut.Add(uint64(i))
 }
 

@@ -162,9 +162,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(restarts), string(sl.role), sl.name, strconv.Itoa(sl.index))
 	}
 	for _, sl := range workers {
-		sl.mu.Lock()
-		p := sl.cur
-		sl.mu.Unlock()
+		p := sl.current()
 		if p == nil {
 			continue
 		}

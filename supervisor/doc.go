@@ -2,7 +2,8 @@
 // embedded NATS server (unless an external one is named), pre-forks the
 // worker processes that share the gateway port, runs the bundled services
 // as processes of their own, restarts any child that dies, turns signals
-// into lifecycle (drain on SIGTERM, rolling restart on SIGHUP), and serves
+// into lifecycle (drain on SIGTERM, certificate reload in the workers on
+// SIGUSR1, reload and rolling restart on SIGHUP), and serves
 // the admin endpoint whose /metrics covers every worker in one scrape.
 //
 // Children are re-executions of the supervisor's own binary. They are

@@ -171,7 +171,7 @@ func (sl *slot) serve(p *proc) (stopped bool) {
 			}
 			reply <- err
 		case <-sl.stopCh:
-			sl.stopErr = sl.terminate(p, sl.s.cfg.DrainTimeout+5*time.Second)
+			sl.stopErr = sl.terminate(p, syscall.SIGTERM, sl.s.cfg.DrainTimeout+5*time.Second)
 			return true
 		}
 	}
@@ -189,21 +189,28 @@ func (sl *slot) replaceWith(p *proc) (*proc, error) {
 		case <-np.exited:
 			return nil, fmt.Errorf("supervisor: replacement of %s died: %s", sl.label(), exitStatus(np.err))
 		case <-time.After(upTimeout):
-			_ = sl.terminate(np, time.Second)
+			_ = sl.terminate(np, syscall.SIGTERM, time.Second)
 			return nil, fmt.Errorf("supervisor: replacement of %s not up within %s", sl.label(), upTimeout)
 		}
 	}
 	sl.setCur(np)
-	if err := sl.terminate(p, sl.s.cfg.DrainTimeout+5*time.Second); err != nil {
+	// A worker replaced tells its clients it restarts (1012), so that they
+	// reconnect at once, to its successor or another worker of the port.
+	sig := syscall.SIGTERM
+	if sl.role == roleWorker {
+		sig = syscall.SIGUSR2
+	}
+	if err := sl.terminate(p, sig, sl.s.cfg.DrainTimeout+5*time.Second); err != nil {
 		sl.s.log.Warn("old process did not stop cleanly", "child", sl.label(), "err", err)
 	}
 	return np, nil
 }
 
-// terminate asks p to stop with SIGTERM and kills it if it has not exited
-// within grace. It returns an error unless p exited with status 0.
-func (sl *slot) terminate(p *proc, grace time.Duration) error {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+// terminate asks p to stop with sig (SIGTERM, or SIGUSR2: drain for a
+// restart) and kills it if it has not exited within grace. It returns an
+// error unless p exited with status 0.
+func (sl *slot) terminate(p *proc, sig syscall.Signal, grace time.Duration) error {
+	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.exited:
 	case <-time.After(grace):
@@ -246,6 +253,13 @@ func (sl *slot) setCur(p *proc) {
 	sl.mu.Lock()
 	sl.cur = p
 	sl.mu.Unlock()
+}
+
+// current is the slot's latest process, nil before the first start.
+func (sl *slot) current() *proc {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.cur
 }
 
 func exitStatus(err error) string {

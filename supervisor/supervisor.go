@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -61,6 +62,9 @@ type Config struct {
 	// AdminToken, when set, is the bearer token every admin request but
 	// /healthz must carry.
 	AdminToken string
+	// TLS says the workers serve TLS on Addr (wss://), for the address
+	// announced when serving.
+	TLS bool
 	// Services are the bundled services to run.
 	Services []string
 	// Instances is the number of processes of each service in Services
@@ -248,8 +252,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.awaitWorkers(ctx, 30*time.Second)
 	s.awaitServices(ctx, 30*time.Second)
+	scheme := "ws://"
+	if s.cfg.TLS {
+		scheme = "wss://"
+	}
 	s.log.Info("shoal serving",
-		"ws", "ws://"+s.addr+"/ws/<service>",
+		"ws", scheme+s.addr+"/ws/<service>",
 		"workers", s.cfg.Workers,
 		"services", s.servicesText(),
 		"nats", s.natsURL,
@@ -553,9 +561,7 @@ func (s *Supervisor) unsubscribed() []string {
 			}
 			subscribed[sl.name] = names
 		}
-		sl.mu.Lock()
-		p := sl.cur
-		sl.mu.Unlock()
+		p := sl.current()
 		if p == nil || !names[bus.ServiceClientName(sl.name, p.cmd.Process.Pid)] {
 			waiting = append(waiting, sl.label())
 		}
@@ -563,9 +569,28 @@ func (s *Supervisor) unsubscribed() []string {
 	return waiting
 }
 
+// ReloadWorkers sends SIGHUP to every running worker, which reloads its TLS
+// certificate and key in place: new handshakes get the new pair, and no
+// connection is closed.
+func (s *Supervisor) ReloadWorkers() {
+	s.mu.Lock()
+	workers := append([]*slot(nil), s.workers...)
+	s.mu.Unlock()
+	for _, sl := range workers {
+		if p := sl.current(); p != nil {
+			select {
+			case <-p.exited:
+			default:
+				_ = p.cmd.Process.Signal(syscall.SIGHUP)
+			}
+		}
+	}
+}
+
 // RollingRestart replaces the workers one at a time: a new worker starts
-// and listens beside the old one before the old one drains, so the port
-// keeps accepting throughout. It returns when every worker was replaced.
+// and listens beside the old one before the old one drains (its clients
+// hear 1012, service restart), so the port keeps accepting throughout. It
+// returns when every worker was replaced.
 func (s *Supervisor) RollingRestart(ctx context.Context) error {
 	s.mu.Lock()
 	if s.stopped {

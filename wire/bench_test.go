@@ -128,3 +128,24 @@ func BenchmarkAppendFrame_256(b *testing.B) {
 		dst = AppendFrame(dst[:0], ws.OpText, true, p)
 	}
 }
+
+// BenchmarkFeed_Deflated1K reads a compressed 1 KiB text message: the
+// decompressor and the output buffer come from pools, so the steady state
+// allocates nothing.
+func BenchmarkFeed_Deflated1K(b *testing.B) {
+	p := textPayload(1024)
+	benchFeed(b, deflateCfg, AppendMaskedDeflatedFrame(nil, ws.OpText, testKey, p), len(p))
+}
+
+func BenchmarkAppendDeflatedFrame_1K(b *testing.B) {
+	p := textPayload(1024)
+	dst := make([]byte, 0, 2048)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		var ok bool
+		if dst, ok = AppendDeflatedFrame(dst[:0], ws.OpText, p); !ok {
+			b.Fatal("1 KiB of text did not compress")
+		}
+	}
+}

@@ -30,8 +30,9 @@ func HeaderLen(payload int, masked bool) int {
 }
 
 // appendHeader appends a frame header with the minimal length encoding.
+// op may carry opRsv1.
 func appendHeader(dst []byte, op ws.OpCode, fin bool, masked bool, n int) []byte {
-	b0 := byte(op) & 0x0F
+	b0 := byte(op) & (0x0F | byte(opRsv1))
 	if fin {
 		b0 |= 0x80
 	}

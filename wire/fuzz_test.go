@@ -15,7 +15,7 @@ func FuzzReader(f *testing.F) {
 		switch c.cfg {
 		case clientCfg:
 			mode = 1
-		case rsv1Cfg:
+		case deflateCfg:
 			mode = 2
 		case small16Cfg:
 			mode = 4
@@ -23,7 +23,7 @@ func FuzzReader(f *testing.F) {
 		f.Add(c.in, uint16(len(c.in)/2), mode)
 	}
 	f.Fuzz(func(t *testing.T, in []byte, split uint16, mode byte) {
-		cfg := &Config{Role: Role(mode & 1), AllowRsv1: mode&2 != 0}
+		cfg := &Config{Role: Role(mode & 1), Deflate: mode&2 != 0}
 		if mode&4 != 0 {
 			cfg.MaxMessage = 16
 		}
@@ -36,7 +36,7 @@ func FuzzReader(f *testing.F) {
 			t.Fatalf("byte by byte:\n got %v\nwant %v", got, whole)
 		}
 		for _, e := range whole.events {
-			if !e.control && e.op == ws.OpText && !cfg.AllowRsv1 && !utf8.ValidString(e.payload) {
+			if !e.control && e.op == ws.OpText && !utf8.ValidString(e.payload) {
 				t.Fatalf("invalid text delivered: %q", e.payload)
 			}
 			if e.control && e.op == ws.OpClose {

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/binary"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -23,12 +24,14 @@ const (
 // connection pays for a copy of it.
 type Config struct {
 	Role Role
-	// MaxMessage is the largest message after reassembly; 0 means DefaultMaxMessage.
+	// MaxMessage is the largest message after reassembly, and after decompression for a
+	// compressed one; 0 means DefaultMaxMessage.
 	MaxMessage int64
-	// AllowRsv1 accepts RSV1 on the first frame of a data message, as a negotiated
-	// permessage-deflate defines it. Such messages are passed on still compressed, so their
-	// text cannot be checked for UTF-8 here. RSV2 and RSV3 are always refused.
-	AllowRsv1 bool
+	// Deflate says permessage-deflate (RFC 7692) was negotiated without context takeover:
+	// RSV1 on the first frame of a data message marks it compressed, and the Reader
+	// decompresses it (to at most MaxMessage bytes, or 1009) and checks its text for UTF-8
+	// once decompressed, before delivering it. RSV2 and RSV3 are always refused.
+	Deflate bool
 }
 
 func (c *Config) maxMessage() int64 {
@@ -119,7 +122,7 @@ func (r *Reader) Feed(cfg *Config, p []byte, h Handler) error {
 		if r.op.IsControl() {
 			p, err = r.control(p, h)
 		} else {
-			p, err = r.data(p, h)
+			p, err = r.data(cfg, p, h)
 		}
 		if err != nil {
 			return r.stop(err)
@@ -201,7 +204,7 @@ func (r *Reader) checkFirst(cfg *Config, b0, b1 byte) error {
 		return protocolError(reasonOpcode)
 	}
 	if rsv := b0 & 0x70; rsv != 0 {
-		if rsv != 0x40 || !cfg.AllowRsv1 || op.IsControl() || op == ws.OpContinuation {
+		if rsv != 0x40 || !cfg.Deflate || op.IsControl() || op == ws.OpContinuation {
 			return protocolError(reasonRsv)
 		}
 	}
@@ -299,7 +302,7 @@ func (r *Reader) take(p []byte) (chunk, rest []byte) {
 }
 
 // data handles payload bytes of a data frame.
-func (r *Reader) data(p []byte, h Handler) ([]byte, error) {
+func (r *Reader) data(cfg *Config, p []byte, h Handler) ([]byte, error) {
 	chunk, p := r.take(p)
 	isText := r.msgOp == ws.OpText && r.flags&flagCompressed == 0
 	if isText && !r.text.Write(chunk) {
@@ -309,7 +312,7 @@ func (r *Reader) data(p []byte, h Handler) ([]byte, error) {
 	if final && r.buf == nil {
 		// Fast path: the message is this frame's bytes, all inside p; hand them over in place.
 		r.flags &^= flagInFrame
-		return p, r.deliver(h, chunk, isText)
+		return p, r.deliver(cfg, h, chunk, isText)
 	}
 	if len(chunk) > 0 {
 		r.hold(chunk)
@@ -323,7 +326,7 @@ func (r *Reader) data(p []byte, h Handler) ([]byte, error) {
 	}
 	msg := r.buf
 	r.buf = nil
-	return p, r.deliver(h, msg, isText)
+	return p, r.deliver(cfg, h, msg, isText)
 }
 
 // hold appends chunk to the held message. The first allocation leaves room for as many bytes
@@ -340,15 +343,33 @@ func (r *Reader) hold(chunk []byte) {
 	r.buf = append(r.buf, chunk...)
 }
 
-// deliver ends the message in progress and passes it to h.
-func (r *Reader) deliver(h Handler, msg []byte, isText bool) error {
+// deliver ends the message in progress and passes it to h, decompressed if
+// it came compressed.
+func (r *Reader) deliver(cfg *Config, h Handler, msg []byte, isText bool) error {
 	if isText && !r.text.Complete() {
 		return &CloseError{Code: ws.StatusInvalidFramePayloadData, Reason: reasonText}
 	}
 	op := r.msgOp
 	r.msgOp = 0
-	r.flags &^= flagCompressed
+	if r.flags&flagCompressed != 0 {
+		r.flags &^= flagCompressed
+		return deliverInflated(cfg, h, op, msg)
+	}
 	return h.Message(op, msg)
+}
+
+// deliverInflated decompresses a message into a pooled buffer for the
+// length of h.Message.
+func deliverInflated(cfg *Config, h Handler, op ws.OpCode, msg []byte) error {
+	bp, err := inflate(msg, cfg.maxMessage())
+	if err != nil {
+		return err
+	}
+	defer releaseInflated(bp)
+	if op == ws.OpText && !utf8.Valid(*bp) {
+		return &CloseError{Code: ws.StatusInvalidFramePayloadData, Reason: reasonText}
+	}
+	return h.Message(op, *bp)
 }
 
 // control handles payload bytes of a control frame. A control frame that arrives whole is

@@ -115,6 +115,23 @@ func closePayload(code uint16, reason string) string {
 	return string([]byte{byte(code >> 8), byte(code)}) + reason
 }
 
+// deflated is p compressed as permessage-deflate sends it, tail removed.
+func deflated(p string) string {
+	d := deflaters.Get().(*deflater)
+	defer deflaters.Put(d)
+	z, err := d.compress([]byte(p))
+	if err != nil {
+		panic(err)
+	}
+	return string(z)
+}
+
+// rsv1 sets the compressed bit of a frame.
+func rsv1(f []byte) []byte {
+	f[0] |= 0x40
+	return f
+}
+
 // rawMasked builds a masked frame from a raw first byte, for reserved opcodes and bits.
 func rawMasked(b0 byte, p string) []byte {
 	f := mf(ws.OpBinary, true, p)
@@ -125,7 +142,8 @@ func rawMasked(b0 byte, p string) []byte {
 var (
 	serverCfg    = &Config{Role: Server}
 	clientCfg    = &Config{Role: Client}
-	rsv1Cfg      = &Config{Role: Server, AllowRsv1: true}
+	deflateCfg   = &Config{Role: Server, Deflate: true}
+	deflate4KCfg = &Config{Role: Server, Deflate: true, MaxMessage: 4096}
 	small16Cfg   = &Config{Role: Server, MaxMessage: 16}
 	bigPayload   = strings.Repeat("0123456789abcdef", 20) // 320 bytes: 16-bit length
 	mixedPayload = strings.Repeat("héllo wörld — ☃ 𝄞 ", 8)
@@ -180,7 +198,16 @@ func frameCases() []frameCase {
 			closed: true},
 		{name: "client", cfg: clientCfg, in: cat(uf(ws.OpText, true, "hi"), uf(ws.OpPing, true, "x")),
 			want: []event{msg(ws.OpText, "hi"), ctl(ws.OpPing, "x")}},
-		{name: "rsv1Allowed", cfg: rsv1Cfg, in: rawMasked(0xC1, "\xff\x00"), want: []event{msg(ws.OpText, "\xff\x00")}},
+		{name: "deflated", cfg: deflateCfg, in: AppendMaskedDeflatedFrame(nil, ws.OpText, testKey, []byte(mixedPayload)),
+			want: []event{msg(ws.OpText, mixedPayload)}},
+		{name: "deflatedFragments", cfg: deflateCfg,
+			in: cat(rsv1(mf(ws.OpBinary, false, deflated(bigPayload)[:7])), mf(ws.OpPing, true, "p"),
+				mf(ws.OpContinuation, true, deflated(bigPayload)[7:])),
+			want: []event{ctl(ws.OpPing, "p"), msg(ws.OpBinary, bigPayload)}},
+		{name: "plainOnDeflate", cfg: deflateCfg, in: cat(mf(ws.OpText, true, "plain"), AppendMaskedDeflatedFrame(nil, ws.OpBinary, testKey, nil)),
+			want: []event{msg(ws.OpText, "plain"), msg(ws.OpBinary, "")}},
+		{name: "deflatedExactLimit", cfg: deflate4KCfg, in: AppendMaskedDeflatedFrame(nil, ws.OpBinary, testKey, make([]byte, 4096)),
+			want: []event{msg(ws.OpBinary, string(make([]byte, 4096)))}},
 		{name: "maxMessageExact", cfg: small16Cfg,
 			in:   cat(mf(ws.OpBinary, false, "01234567"), mf(ws.OpContinuation, true, "89abcdef")),
 			want: []event{msg(ws.OpBinary, "0123456789abcdef")}},
@@ -196,10 +223,15 @@ func frameCases() []frameCase {
 		{name: "reservedOpcodeB", cfg: serverCfg, in: rawMasked(0x8B, "x"), code: 1002},
 		{name: "reservedOpcodeF", cfg: serverCfg, in: rawMasked(0x8F, "x"), code: 1002},
 		{name: "rsv1", cfg: serverCfg, in: rawMasked(0xC2, "x"), code: 1002},
-		{name: "rsv2", cfg: rsv1Cfg, in: rawMasked(0xA2, "x"), code: 1002},
-		{name: "rsv3", cfg: rsv1Cfg, in: rawMasked(0x92, "x"), code: 1002},
-		{name: "rsv1OnPing", cfg: rsv1Cfg, in: rawMasked(0xC9, "x"), code: 1002},
-		{name: "rsv1OnContinuation", cfg: rsv1Cfg,
+		{name: "rsv2", cfg: deflateCfg, in: rawMasked(0xA2, "x"), code: 1002},
+		{name: "rsv3", cfg: deflateCfg, in: rawMasked(0x92, "x"), code: 1002},
+		{name: "rsv1OnPing", cfg: deflateCfg, in: rawMasked(0xC9, "x"), code: 1002},
+		// A compression bomb: 1.3 KiB on the wire would be 1 MiB once decompressed.
+		{name: "deflateBomb", cfg: deflate4KCfg, in: AppendMaskedDeflatedFrame(nil, ws.OpBinary, testKey, make([]byte, 1<<20)), code: 1009},
+		{name: "deflatedOneOverLimit", cfg: deflate4KCfg, in: AppendMaskedDeflatedFrame(nil, ws.OpBinary, testKey, make([]byte, 4097)), code: 1009},
+		{name: "deflateCorrupt", cfg: deflateCfg, in: rawMasked(0xC2, "\xff\xff\xff"), code: 1007},
+		{name: "deflatedInvalidText", cfg: deflateCfg, in: AppendMaskedDeflatedFrame(nil, ws.OpText, testKey, []byte("ok \xed\xa0\x80")), code: 1007},
+		{name: "rsv1OnContinuation", cfg: deflateCfg,
 			in: cat(mf(ws.OpBinary, false, "a"), rawMasked(0xC0, "b")), code: 1002},
 		{name: "fragmentedPing", cfg: serverCfg, in: mf(ws.OpPing, false, "x"), code: 1002},
 		{name: "longPing", cfg: serverCfg, in: mf(ws.OpPing, true, strings.Repeat("x", 126)), code: 1002},

@@ -294,6 +294,10 @@ func TestChatInBrowsers(t *testing.T) {
 
 	alice.noErrors()
 	bob.noErrors()
+	// Bob's reload closed his connection and his login opened another:
+	// alice may have seen him leave, and sees him back once his join's
+	// presence reaches her.
+	alice.waitMember("bob", true)
 	if users := alice.members(); !slices.Equal(users, []string{"alice", "bob"}) {
 		t.Errorf("alice's member list = %v, want [alice bob]", users)
 	}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -60,6 +62,7 @@ workers = 5
 max-queue = "1MiB"
 services = ["echo=2", "fanout"]
 allowed-origins = ["https://a.example", "https://b.example"]
+compress = ["echo"]
 
 [service.echo]
 handlers = 7
@@ -78,6 +81,8 @@ prefix = "fromfile"
 		{"", "services", `"echo=2,fanout"`, "config " + cfg},
 		{"", "token-key-file", `"/etc/shoal/token.key"`, "env SHOAL_TOKEN_KEY_FILE"},
 		{"", "allowed-origins", `"https://a.example,https://b.example"`, "config " + cfg},
+		{"", "compress", `"echo"`, "config " + cfg},
+		{"", "tls-cert", `""`, "default"},
 		{"", "idle-timeout", `"1m15s"`, "default"},
 		{"service.echo", "handlers", "7", "config " + cfg + " [service.echo]"},
 		{"service.echo", "prefix", `"fromenv"`, "env SHOAL_SERVICE_ECHO_PREFIX"},
@@ -149,5 +154,36 @@ func TestConfigErrors(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"serve", "--config", "/nonexistent/shoal.toml"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "nonexistent") {
 		t.Fatalf("missing file: exit %d, stderr %q", code, errb.String())
+	}
+}
+
+// The TLS, compression and origin settings reach the workers from the
+// config file and the environment as they do from the command line: serve
+// forwards them, and the worker reads them back to the same shard.Config.
+func TestGatewaySettingsForwarded(t *testing.T) {
+	cfg := writeConfig(t, `
+compress = ["echo"]
+allowed-origins = ["https://app.example", "chat=https://chat.example"]
+tls-cert = "/etc/shoal/cert.pem"
+`)
+	t.Setenv("SHOAL_TLS_KEY", "/etc/shoal/key.pem")
+	serve := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var sg gatewayFlags
+	sg.register(serve)
+	if err := parse(serve, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := settle(serve, cfg, "SHOAL_", serveTable); err != nil {
+		t.Fatal(err)
+	}
+	args := forwarded(serve, gatewayFlagNames)
+	worker, got := parseGateway(t, args...)
+	if c, k := worker.Lookup("tls-cert").Value.String(), worker.Lookup("tls-key").Value.String(); c != "/etc/shoal/cert.pem" || k != "/etc/shoal/key.pem" {
+		t.Fatalf("worker TLS files %q and %q from %q", c, k, args)
+	}
+	if !reflect.DeepEqual(got.Compress, []string{"echo"}) ||
+		!reflect.DeepEqual(got.AllowedOrigins, []string{"https://app.example"}) ||
+		!reflect.DeepEqual(got.ServiceOrigins, map[string][]string{"chat": {"https://chat.example"}}) {
+		t.Fatalf("worker config: compress %q, origins %q and %q, from %q", got.Compress, got.AllowedOrigins, got.ServiceOrigins, args)
 	}
 }

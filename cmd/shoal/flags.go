@@ -171,13 +171,16 @@ type gatewayFlags struct {
 	pingInterval   time.Duration
 	idleTimeout    time.Duration
 	drainWindow    time.Duration
-	allowedOrigins listFlag
+	allowedOrigins originsFlag
+	tlsCert        string
+	tlsKey         string
+	compress       listFlag
 }
 
 // gatewayFlagNames lists the flags serve forwards to workers.
 var gatewayFlagNames = []string{"max-message", "max-queue", "max-msg-rate", "max-msg-burst", "max-msg-drops",
 	"max-conns-per-ip", "max-conns", "max-handshake-rate", "slow-policy",
-	"handshake-timeout", "ping-interval", "idle-timeout", "drain-window", "allowed-origins"}
+	"handshake-timeout", "ping-interval", "idle-timeout", "drain-window", "allowed-origins", "tls-cert", "tls-key", "compress"}
 
 func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	g.maxMessage = shard.DefaultMaxMessage
@@ -195,7 +198,22 @@ func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&g.pingInterval, "ping-interval", shard.DefaultPingInterval, "silence after which the server pings a client")
 	fs.DurationVar(&g.idleTimeout, "idle-timeout", shard.DefaultIdleTimeout, "silence after which a client is closed")
 	fs.DurationVar(&g.drainWindow, "drain-window", shard.DefaultDrainWindow, "time over which a draining worker spreads its close frames, each asking its client to reconnect after a random delay of up to the window (negative: all at once)")
-	fs.Var(&g.allowedOrigins, "allowed-origins", "browser origins allowed besides the gateway's own host, comma separated (* for any)")
+	fs.Var(&g.allowedOrigins, "allowed-origins", "browser origins allowed besides the gateway's own host, comma separated (* for any);\n"+
+		"SERVICE=ORIGIN entries give a service a list of its own instead; the flag may be repeated")
+	fs.StringVar(&g.tlsCert, "tls-cert", "", "PEM certificate chain: serve wss:// and https:// on --addr (needs --tls-key; a worker reloads it on SIGHUP, which serve sends on SIGUSR1 and SIGHUP)")
+	fs.StringVar(&g.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.Var(&g.compress, "compress", "services whose clients may negotiate permessage-deflate, comma separated, or all")
+}
+
+// keyPair loads the TLS certificate and key, or returns nil without TLS.
+func (g *gatewayFlags) keyPair() (*acceptor.KeyPair, error) {
+	if g.tlsCert == "" && g.tlsKey == "" {
+		return nil, nil
+	}
+	if g.tlsCert == "" || g.tlsKey == "" {
+		return nil, usageError("--tls-cert and --tls-key go together")
+	}
+	return acceptor.LoadKeyPair(g.tlsCert, g.tlsKey)
 }
 
 func (g *gatewayFlags) apply(cfg *shard.Config) {
@@ -213,7 +231,79 @@ func (g *gatewayFlags) apply(cfg *shard.Config) {
 	cfg.PingInterval = g.pingInterval
 	cfg.IdleTimeout = g.idleTimeout
 	cfg.DrainWindow = g.drainWindow
-	cfg.AllowedOrigins = g.allowedOrigins
+	cfg.AllowedOrigins, cfg.ServiceOrigins = g.allowedOrigins.split()
+	cfg.Compress = nil
+	for _, name := range g.compress {
+		if name == "all" {
+			name = "*"
+		}
+		cfg.Compress = append(cfg.Compress, name)
+	}
+}
+
+// checkServices refuses service names in --slow-policy, --compress and
+// --allowed-origins that are not among routes: a misspelt name would leave
+// the service it meant on the default.
+func (g *gatewayFlags) checkServices(routes []string) error {
+	if err := g.slowPolicy.check(routes); err != nil {
+		return err
+	}
+	check := func(flag, name string) error {
+		if !slices.Contains(routes, name) {
+			return usageError("--%s: %q is not a service clients can reach (have: %s)", flag, name, strings.Join(routes, ","))
+		}
+		return nil
+	}
+	for _, name := range g.compress {
+		if name != "all" && name != "*" {
+			if err := check("compress", name); err != nil {
+				return err
+			}
+		}
+	}
+	_, per := g.allowedOrigins.split()
+	for name := range per {
+		if err := check("allowed-origins", name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// originsFlag is --allowed-origins: a comma-separated list that grows with
+// each use of the flag. An entry is an origin for every service
+// ("https://app.example.com", or * for any), or SERVICE=ORIGIN for one
+// service ("chat=https://chat.example.com"; repeat the name for more).
+// An origin never holds '=', so the two cannot be mistaken.
+type originsFlag []string
+
+func (o *originsFlag) String() string { return strings.Join(*o, ",") }
+
+func (o *originsFlag) Set(s string) error {
+	var more listFlag
+	_ = more.Set(s)
+	for _, e := range more {
+		if name, origin, ok := strings.Cut(e, "="); ok && (name == "" || origin == "") {
+			return fmt.Errorf("%q: want ORIGIN or SERVICE=ORIGIN", e)
+		}
+	}
+	*o = append(*o, more...)
+	return nil
+}
+
+// split separates the entries for every service from those per service.
+func (o originsFlag) split() (all []string, per map[string][]string) {
+	for _, e := range o {
+		if name, origin, ok := strings.Cut(e, "="); ok {
+			if per == nil {
+				per = make(map[string][]string)
+			}
+			per[name] = append(per[name], origin)
+		} else {
+			all = append(all, e)
+		}
+	}
+	return all, per
 }
 
 // forwarded returns "--name=value" for each of names set on fs's command line.

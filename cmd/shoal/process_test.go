@@ -162,6 +162,19 @@ func (f *fleet) logCount(msg string) int {
 	return n
 }
 
+// waitExit waits for shoal serve to exit, after a SIGTERM, with status 0.
+func (f *fleet) waitExit() {
+	f.t.Helper()
+	select {
+	case err := <-f.exit:
+		if err != nil {
+			f.t.Fatalf("shoal serve exited with %v, want 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		f.t.Fatal("shoal serve did not exit within 30s of SIGTERM")
+	}
+}
+
 func (f *fleet) procs() []supervisor.Proc {
 	f.t.Helper()
 	resp := f.adminGet("/procs")
@@ -230,9 +243,14 @@ type client struct {
 
 func dial(t *testing.T, url string) *client {
 	t.Helper()
+	return dialWith(t, url, ws.DefaultDialer)
+}
+
+func dialWith(t *testing.T, url string, d ws.Dialer) *client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, br, _, err := ws.Dial(ctx, url)
+	c, br, _, err := d.Dial(ctx, url)
 	if err != nil {
 		t.Fatalf("dial %s: %v", url, err)
 	}
@@ -496,14 +514,7 @@ func TestServeFleet(t *testing.T) {
 			t.Fatalf("client %d on SIGTERM: %v, want close 1001", i, err)
 		}
 	}
-	select {
-	case err := <-f.exit:
-		if err != nil {
-			t.Fatalf("shoal serve exited with %v, want 0", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("shoal serve did not exit within 30s of SIGTERM")
-	}
+	f.waitExit()
 	for _, pid := range pids {
 		if syscall.Kill(pid, 0) == nil {
 			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(b), ") Z ") {

@@ -65,7 +65,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := gw.slowPolicy.check(append(append([]string(nil), names...), routes...)); err != nil {
+	if err := gw.checkServices(append(append([]string(nil), names...), routes...)); err != nil {
 		return err
 	}
 	svcSettings, err := settleServices(file, names, stderr)
@@ -112,6 +112,13 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Workers load the pair themselves; loading it here refuses a bad one
+	// before anything starts.
+	keys, err := gw.keyPair()
+	if err != nil {
+		return err
+	}
+	cfg.TLS = keys != nil
 	keyPath, err := tokenKey(keyFile, cfg.DataDir)
 	if err != nil {
 		return err
@@ -134,15 +141,23 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-hup:
-				log.Info("SIGHUP: rolling restart of the workers")
+			case sig := <-hup:
+				// Both reload the workers' TLS certificates in place;
+				// SIGHUP then replaces the workers one at a time too, and
+				// the new ones start with the new certificate.
+				sup.ReloadWorkers()
+				if sig == syscall.SIGUSR1 {
+					log.Info("SIGUSR1: workers reload their TLS certificates")
+					continue
+				}
+				log.Info("SIGHUP: TLS certificates reloaded, rolling restart of the workers")
 				rctx, cancel := context.WithTimeout(ctx, time.Duration(sup.Workers()+1)*(cfg.DrainTimeout+20*time.Second))
 				if err := sup.RollingRestart(rctx); err != nil {
 					log.Error("rolling restart", "err", err)

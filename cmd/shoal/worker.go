@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-gw/shoal/acceptor"
 	"github.com/shoal-gw/shoal/auth"
 	"github.com/shoal-gw/shoal/bus"
 	"github.com/shoal-gw/shoal/service/chat/web"
@@ -43,7 +44,7 @@ func runWorker(args []string, stderr io.Writer) error {
 	if cfg.ID == "" {
 		return usageError("worker: --shard is required")
 	}
-	if err := gw.slowPolicy.check(services); err != nil {
+	if err := gw.checkServices(services); err != nil {
 		return err
 	}
 	log, err := logs.logger(stderr)
@@ -56,6 +57,13 @@ func runWorker(args []string, stderr io.Writer) error {
 	}
 	defer stopDebug()
 	gw.apply(&cfg)
+	keys, err := gw.keyPair()
+	if err != nil {
+		return err
+	}
+	if keys != nil {
+		cfg.TLS = acceptor.ServerTLSConfig(keys)
+	}
 	cfg.Services = services
 	if slices.Contains(services, "chat") {
 		// The chat's page, on the gateway's own port.
@@ -82,6 +90,7 @@ func runWorker(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	go workerSignals(ctx, stop, sh, keys, log)
 	if err := sh.Run(ctx); err != nil && err != context.DeadlineExceeded {
 		return err
 	} else if err != nil {
