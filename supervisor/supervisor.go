@@ -403,10 +403,19 @@ func (s *Supervisor) stop() error {
 		}
 		wg.Wait()
 	}
+	// The sockets close with the workers that hold them: new connections
+	// are refused rather than queued for a worker that will not come.
+	for _, sl := range workers {
+		sl.closeListener()
+	}
 	// Workers first, so that their last events still reach the services.
 	stopAll(workers)
 	stopAll(svcs)
 	s.wg.Wait()
+	// A worker restarted while the others stopped opened its socket again.
+	for _, sl := range workers {
+		sl.closeListener()
+	}
 	return errors.Join(errs...)
 }
 

@@ -5,9 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -52,8 +55,8 @@ func waitLong(t *testing.T, what string, limit time.Duration, cond func() bool) 
 // TestRollingRestartRefusesNothing: SIGHUP replaces the workers one at a
 // time while shoal bench connect --reconnect dials and holds connections.
 // Not one connection fails: the port always has a listening worker, and
-// the clients of a drained worker reconnect after the delay their close
-// reason names. Then the binary on disk is replaced, as an upgrade does,
+// the clients of a drained worker, told 1012 (service restart), reconnect
+// after the delay their close reason names. Then the binary on disk is replaced, as an upgrade does,
 // and the next SIGHUP starts every worker from the new file.
 func TestRollingRestartRefusesNothing(t *testing.T) {
 	if testing.Short() {
@@ -121,7 +124,13 @@ func TestRollingRestartRefusesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLong(t, "every connection held", 2*time.Minute, func() bool { return f.metricSum("shoal_connections{") == n })
+	sockets := f.listeningSockets(t)
 	restart(2)
+	// The new workers took over the old ones' listening sockets (serve
+	// hands each slot's socket down), rather than opening new ones.
+	if after := f.listeningSockets(t); !slices.Equal(after, sockets) || len(after) != 2 {
+		t.Errorf("the workers listen on sockets %v after the restart, %v before: want the same two", after, sockets)
+	}
 	workers := f.workers()
 	if len(workers) != 2 {
 		t.Fatalf("%d workers after the upgrade, want 2", len(workers))
@@ -147,8 +156,30 @@ func TestRollingRestartRefusesNothing(t *testing.T) {
 	if c.Established != n || c.Failed != 0 || len(c.Failures) != 0 {
 		t.Fatalf("%d of %d established, %d failed %v; want every one and no failure\n%s", c.Established, n, c.Failed, c.Failures, out.String())
 	}
-	if closes == 0 || c.Reconnects != closes {
-		t.Fatalf("%d closes by the server %v, %d reconnects: want every drained client back\n%s", closes, c.ServerCloses, c.Reconnects, out.String())
+	if closes == 0 || c.ServerCloses["1012"] != closes || c.Reconnects != closes {
+		t.Fatalf("%d closes by the server %v, %d reconnects: want every drained client told 1012 (service restart) and back\n%s", closes, c.ServerCloses, c.Reconnects, out.String())
 	}
 	t.Logf("through two rolling restarts: %d established, closes %v, %d reconnects, none failed", c.Established, c.ServerCloses, c.Reconnects)
+}
+
+// listeningSockets lists the inodes of the sockets the workers listen on
+// at the gateway's port, sorted.
+func (f *fleet) listeningSockets(t *testing.T) []string {
+	t.Helper()
+	_, portStr, _ := net.SplitHostPort(strings.TrimPrefix(f.ws, "ws://"))
+	port, _ := strconv.Atoi(portStr)
+	held := map[string]bool{}
+	for pid := range f.workers() {
+		for inode := range socketInodes(pid) {
+			held[inode] = true
+		}
+	}
+	var out []string
+	for _, s := range tcpSockets(t) {
+		if s.listen && s.local == port && held[s.inode] {
+			out = append(out, s.inode)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
