@@ -2,7 +2,7 @@
 # steps that use them, installs what it needs itself).
 GO ?= go
 
-.PHONY: test check fmt vet unit chromium peers conformance soak build clean
+.PHONY: test check fmt vet unit chromium peers conformance soak build clean fleet fleet-status fleet-down
 
 test: check unit conformance
 
@@ -52,3 +52,14 @@ build:
 
 clean:
 	rm -rf bin
+
+# A fleet on this machine: 3 NATS nodes in a JetStream cluster and 3 shoal
+# hosts on 127.0.0.11-13:8080 (deploy/local-fleet.sh; docs/operations.md).
+fleet:
+	deploy/local-fleet.sh up
+
+fleet-status:
+	deploy/local-fleet.sh status
+
+fleet-down:
+	deploy/local-fleet.sh down

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -127,6 +128,39 @@ func reusePortSocket(ap netip.AddrPort) (int, error) {
 	return fd, nil
 }
 
+// FileListener takes over fd, a listening TCP socket this process
+// inherited (shoal serve opens each worker's listener and hands it down, so
+// that the socket, and the connections waiting in its queue, outlive the
+// worker that a rolling restart replaces). It fails unless fd listens.
+func FileListener(fd int) (*Listener, error) {
+	if on, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || on != 1 {
+		return nil, fmt.Errorf("%w: fd %d is not a listening socket (%v)", ErrBadAddress, fd, err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("acceptor: inherited listener: %w", err)
+	}
+	unix.CloseOnExec(fd)
+	bound, err := localAddr(fd)
+	if err != nil {
+		return nil, err
+	}
+	return &Listener{fd: fd, addr: bound}, nil
+}
+
+// File returns a duplicate of the listening socket for a child process to
+// inherit (exec.Cmd.ExtraFiles). The duplicate shares the socket: closing
+// either leaves the other listening.
+func (l *Listener) File() (*os.File, error) {
+	// Close-on-exec, so that only the child it is meant for inherits it
+	// (exec passes ExtraFiles on whatever their flag), not one started by
+	// another goroutine meanwhile.
+	fd, err := unix.FcntlInt(uintptr(l.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("acceptor: dup listener: %w", err)
+	}
+	return os.NewFile(uintptr(fd), "listener "+l.addr.String()), nil
+}
+
 // Fd is the listening socket, for registration with a poller.
 func (l *Listener) Fd() int { return l.fd }
 
@@ -153,9 +187,10 @@ func (l *Listener) Accept() (int, netip.AddrPort, error) {
 	}
 }
 
-// Close closes the listening socket. Connections still in its accept queue
-// are reset by the kernel unless net.ipv4.tcp_migrate_req moves them to
-// another listener of the same port (see deploy/).
+// Close closes the listening socket. When it was the socket's last
+// descriptor, connections still in its accept queue are reset by the
+// kernel unless net.ipv4.tcp_migrate_req moves them to another listener of
+// the same port (see deploy/).
 func (l *Listener) Close() error {
 	if l.fd < 0 {
 		return ErrClosed

@@ -116,6 +116,21 @@ func figures(name string) []figure {
 	msgs := func(get func(*Report) float64) func(*Report) (float64, bool) {
 		return func(r *Report) (float64, bool) { return get(r), hasMessages(r) }
 	}
+	// The largest figure among shoal's workers, those that were read.
+	worker := func(get func(WorkerRuntime) float64) func(*Report) (float64, bool) {
+		return func(r *Report) (float64, bool) {
+			if r.Server == nil {
+				return 0, false
+			}
+			v, ok := 0.0, false
+			for _, w := range r.Server.Workers {
+				if w.Error == "" {
+					v, ok = max(v, get(w)), true
+				}
+			}
+			return v, ok
+		}
+	}
 	return []figure{
 		{key: "connect_rate", label: "connect rate", format: fmtRate, value: func(r *Report) (float64, bool) {
 			return r.Conns.ConnectRate, r.Conns.RampSec > 0
@@ -138,12 +153,16 @@ func figures(name string) []figure {
 			}
 			return 0, false
 		}},
+		{key: "worker_fds_max", label: "worker open files", format: fmtInt, value: worker(func(w WorkerRuntime) float64 { return float64(w.FDs) })},
+		{key: "worker_heap_max_bytes", label: "worker heap", format: fmtBytes, value: worker(func(w WorkerRuntime) float64 { return float64(w.HeapSysKiB) * 1024 })},
 		{key: "throughput_per_sec", label: rate, format: fmtRate, value: msgs(func(r *Report) float64 { return r.Messages.RecvPerSec })},
 		{key: "latency_p50_us", label: latName + " p50", format: fmtLat, value: lat(func(l *Latency) int64 { return l.P50Us })},
 		{key: "latency_p90_us", label: latName + " p90", format: fmtLat, value: lat(func(l *Latency) int64 { return l.P90Us })},
 		{key: "latency_p99_us", label: latName + " p99", format: fmtLat, value: lat(func(l *Latency) int64 { return l.P99Us })},
 		{key: "latency_p999_us", label: latName + " p99.9", format: fmtLat, value: lat(func(l *Latency) int64 { return l.P999Us })},
 		{key: "latency_max_us", label: latName + " max", format: fmtLat, value: lat(func(l *Latency) int64 { return l.MaxUs })},
+		{key: "gc_pause_max_us", label: "worker GC pause max", format: fmtLat, value: worker(func(w WorkerRuntime) float64 { return float64(w.PauseMaxUs) })},
+		{key: "gc_cpu_max", label: "worker GC CPU", format: fmtPercent, value: worker(func(w WorkerRuntime) float64 { return w.GCCPU })},
 		{key: "received", label: "received/expected", noRatio: true, format: fmtInt, value: msgs(func(r *Report) float64 { return float64(r.Messages.Received) })},
 		{key: "lost", label: "lost", format: fmtInt, value: msgs(func(r *Report) float64 { return float64(r.Messages.Lost) })},
 		{key: "duplicated", label: "duplicated", format: fmtInt, value: msgs(func(r *Report) float64 { return float64(r.Messages.Duplicated) })},
@@ -185,6 +204,9 @@ func fmtBytes(v float64) string {
 	}
 	return fmt.Sprintf("%.0f B", v)
 }
+
+// fmtPercent renders a fraction as a percentage.
+func fmtPercent(v float64) string { return fmt.Sprintf("%.2f%%", 100*v) }
 
 // fmtRatio renders a ratio as 0.62x.
 func fmtRatio(r float64) string {

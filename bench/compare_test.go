@@ -337,6 +337,27 @@ func TestCompareAndSweepProcesses(t *testing.T) {
 			if m.Sent != 20 || m.Expected != 200 || m.Received != 200 || m.Lost != 0 || m.Duplicated != 0 {
 				t.Errorf("%s: messages %+v", r.Name, m)
 			}
+			// Each worker's open files and Go runtime, read through the
+			// admin endpoint: the figures for choosing a worker count.
+			ws := r.Report.Server.Workers
+			if len(ws) != i+1 {
+				t.Fatalf("%s: %d workers read, want %d", r.Name, len(ws), i+1)
+			}
+			fds := 0
+			for _, w := range ws {
+				if w.Error != "" || w.FDs == 0 || w.HeapSysKiB == 0 {
+					t.Errorf("%s: worker %+v", r.Name, w)
+				}
+				fds += w.FDs
+			}
+			if fds < 20 {
+				t.Errorf("%s: the workers hold %d files, fewer than the 20 connections", r.Name, fds)
+			}
+			for _, key := range []string{"worker_fds_max", "worker_heap_max_bytes", "gc_pause_max_us", "gc_cpu_max"} {
+				if _, ok := r.Figures[key]; !ok {
+					t.Errorf("%s: no %s figure", r.Name, key)
+				}
+			}
 		}
 	})
 }

@@ -11,7 +11,8 @@ import (
 // connectScenario ramps connections up and holds them idle: how many a
 // server takes, how fast, and at what memory.
 type connectScenario struct {
-	hold time.Duration
+	hold      time.Duration
+	reconnect bool
 }
 
 func (*connectScenario) Name() string { return "connect" }
@@ -26,10 +27,12 @@ func (*connectScenario) Summary() string {
 
 func (s *connectScenario) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&s.hold, "hold", 30*time.Second, "how long to hold the connections once all are open")
+	fs.BoolVar(&s.reconnect, "reconnect", false, "dial a connection again when the server closes it or it drops, to the next --url, after the delay the close reason asks for (\"reconnect in 1500ms\") or a backoff with jitter: the clients of a fleet through restarts")
 }
 
 func (s *connectScenario) Run(ctx context.Context, env *Env) error {
 	env.Recorder("handshake")
+	env.Reconnect = s.reconnect
 	_, n := env.Share(env.Opts.Conns)
 	env.Ramp(ctx, n, env.ShareRate(env.Opts.Rate), idleHandler{env: env})
 	if err := env.Barrier(ctx, "ramped"); err != nil {

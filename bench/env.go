@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,7 +32,12 @@ type Env struct {
 	// Fanout, the runner the rest.
 	Report *Report
 
+	// Reconnect, set by the scenario before Ramp, dials a connection again
+	// when the server closes it or the network drops it (see redial).
+	Reconnect bool
+
 	barrier   func(ctx context.Context, name string) error
+	redials   timers
 	recorders map[string]*Recorder
 	main      string
 	mu        sync.Mutex
@@ -50,12 +58,33 @@ type Stats struct {
 	// receive rate spans up to it, so that a server that delivers late is
 	// not credited with the rate it was sent at.
 	LastRecv atomic.Int64
+	// Reconnects counts connections opened again after the server closed
+	// them or they dropped (Env.Reconnect).
+	Reconnects atomic.Int64
 	// Closing is set during teardown: connections ending then are not
 	// counted as dropped.
 	Closing atomic.Bool
 
 	mu       sync.Mutex
 	failures map[string]int64
+	closes   map[string]int64 // close frames from the server, by code
+}
+
+// ServerClose counts a close frame from the server, by its code.
+func (s *Stats) ServerClose(code int) {
+	s.mu.Lock()
+	if s.closes == nil {
+		s.closes = make(map[string]int64)
+	}
+	s.closes[strconv.Itoa(code)]++
+	s.mu.Unlock()
+}
+
+// ServerCloses returns a copy of the close counts by code.
+func (s *Stats) ServerCloses() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.closes)
 }
 
 // Got counts a message received at now.
@@ -163,7 +192,58 @@ type ConnHandler interface {
 // safe.
 func (e *Env) StopConns() {
 	e.Stats.Closing.Store(true)
+	e.redials.stop()
 	_ = e.Engine.Close()
+}
+
+// timers runs functions after a delay, and stops and waits for them all
+// at the end of a run.
+type timers struct {
+	mu      sync.Mutex
+	stopped bool
+	pending map[*time.Timer]struct{}
+	wg      sync.WaitGroup
+}
+
+// after runs f after d, unless stop comes first.
+func (ts *timers) after(d time.Duration, f func()) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.stopped {
+		return
+	}
+	if ts.pending == nil {
+		ts.pending = make(map[*time.Timer]struct{})
+	}
+	ts.wg.Add(1)
+	// The function finds its timer through the channel: AfterFunc may
+	// run it before returning the timer.
+	self := make(chan *time.Timer, 1)
+	t := time.AfterFunc(d, func() {
+		defer ts.wg.Done()
+		t := <-self
+		ts.mu.Lock()
+		delete(ts.pending, t)
+		ts.mu.Unlock()
+		f()
+	})
+	ts.pending[t] = struct{}{}
+	self <- t
+}
+
+// stop cancels the functions not yet due and waits for those running.
+// Calling it twice is safe.
+func (ts *timers) stop() {
+	ts.mu.Lock()
+	ts.stopped = true
+	for t := range ts.pending {
+		if t.Stop() {
+			ts.wg.Done()
+		}
+	}
+	clear(ts.pending)
+	ts.mu.Unlock()
+	ts.wg.Wait()
 }
 
 // Connection states in a ramp, by index.
@@ -181,8 +261,12 @@ type rampHandler struct {
 	inner     ConnHandler
 	codec     Codec
 	handshake *Recorder
-	// state is written and read only by the handler of its connection.
-	state    []uint8
+	// state is written and read only by the handler of its connection,
+	// or by a redial before it dials the connection again.
+	state []uint8
+	// redials counts a connection's redials since it was last ready; 0
+	// while it was never dropped. Same ownership as state.
+	redials  []uint8
 	resolved atomic.Int64
 	lastOpen atomic.Int64
 	done     chan struct{}
@@ -211,6 +295,12 @@ func (h *rampHandler) Open(c *client.Conn) {
 // from the dial until the connection could be used.
 func (h *rampHandler) ready(c *client.Conn, now int64) {
 	h.state[c.Index()] = connReady
+	if h.redials[c.Index()] > 0 {
+		h.redials[c.Index()] = 0
+		h.env.Stats.Reconnects.Add(1)
+		h.inner.Open(c)
+		return
+	}
 	h.env.Stats.Established.Add(1)
 	h.handshake.Record(now - c.Started())
 	h.lastOpen.Store(now)
@@ -248,6 +338,14 @@ func (h *rampHandler) Event(wc WireConn, ev Event, now int64) {
 func (h *rampHandler) Closed(c *client.Conn, err error) {
 	switch h.state[c.Index()] {
 	case connDialed:
+		if h.redials[c.Index()] > 0 {
+			if !h.env.Stats.Closing.Load() {
+				h.env.Stats.Failed.Add(1)
+				h.env.Stats.Fail("reconnect: " + client.Cause(err))
+				h.redial(c.Index(), c.Target()+1, err)
+			}
+			break
+		}
 		cause := client.Cause(err)
 		if c.Opened() != 0 {
 			// Closed after the upgrade: the session was refused, as
@@ -265,10 +363,60 @@ func (h *rampHandler) Closed(c *client.Conn, err error) {
 	case connReady:
 		if err != nil && !h.env.Stats.Closing.Load() {
 			h.env.Stats.Dropped.Add(1)
-			h.env.Stats.Fail("dropped: " + client.Cause(err))
+			var ce *client.CloseError
+			if errors.As(err, &ce) {
+				h.env.Stats.ServerClose(ce.Code)
+			}
+			if h.env.Reconnect {
+				h.redial(c.Index(), c.Target()+1, err)
+			} else {
+				h.env.Stats.Fail("dropped: " + client.Cause(err))
+			}
 		}
 	}
 	h.inner.Closed(c, err)
+}
+
+// Reconnect backoff, when the server names no delay: from the first wait,
+// doubling to the last, each drawn between half and all of it so that
+// connections dropped together do not come back together.
+const (
+	redialMin = 100 * time.Millisecond
+	redialMax = 5 * time.Second
+)
+
+// redial dials connection idx again, to target next (modulo the targets
+// of --url: the next gateway of a fleet), after the delay the server's
+// close reason asked for ("reconnect in 1500ms", as a draining shoal
+// worker says), or else after a backoff that grows while redials fail. It
+// keeps trying until the run ends.
+func (h *rampHandler) redial(idx, next int, err error) {
+	n := h.redials[idx]
+	if n < 255 {
+		h.redials[idx] = n + 1
+	}
+	h.state[idx] = connDialed
+	step := min(redialMax, redialMin<<min(n, 6))
+	delay := step/2 + rand.N(step/2+1)
+	var ce *client.CloseError
+	if errors.As(err, &ce) && n == 0 {
+		if d, ok := ce.ReconnectDelay(); ok {
+			delay = d
+		}
+	}
+	h.env.redials.after(delay, func() {
+		if h.env.Stats.Closing.Load() {
+			return
+		}
+		if _, err := h.env.Engine.DialTarget(h, idx, next); err != nil {
+			if errors.Is(err, client.ErrClosed) || h.env.Stats.Closing.Load() {
+				return
+			}
+			h.env.Stats.Failed.Add(1)
+			h.env.Stats.Fail("reconnect: " + client.Cause(err))
+			h.redial(idx, next+1, err)
+		}
+	})
 }
 
 // Ramp opens n connections at rate per second, paced open loop, with
@@ -284,7 +432,7 @@ func (e *Env) Ramp(ctx context.Context, n int, rate float64, h ConnHandler) []*c
 	if n == 0 {
 		return conns
 	}
-	rh := &rampHandler{env: e, inner: h, codec: e.Codec, handshake: e.Recorder("handshake"), state: make([]uint8, n), done: make(chan struct{}), target: int64(n)}
+	rh := &rampHandler{env: e, inner: h, codec: e.Codec, handshake: e.Recorder("handshake"), state: make([]uint8, n), redials: make([]uint8, n), done: make(chan struct{}), target: int64(n)}
 	start := e.Clock.Now()
 	p := Pacer{Clock: e.Clock, Schedule: Schedule{Start: start, Rate: rate}, Limit: uint64(n)}
 	var mu sync.Mutex

@@ -41,7 +41,7 @@ type Options struct {
 }
 
 func (o *Options) register(fs *flag.FlagSet, defaultRate float64, path string) {
-	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080"+path, "target `URL`")
+	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080"+path, "target `URL`; a comma-separated list spreads the connections over several (the gateways of a fleet)")
 	fs.IntVar(&o.Conns, "conns", 1000, "connections (all processes together)")
 	fs.Float64Var(&o.Rate, "rate", defaultRate, "connections opened per second during the ramp (all processes together)")
 	fs.StringVar(&o.Source, "source", "", "source addresses, a range such as 127.0.0.2-127.0.0.250 or a comma list (default for a loopback target: "+client.DefaultSources+")")
@@ -60,9 +60,15 @@ func (o *Options) register(fs *flag.FlagSet, defaultRate float64, path string) {
 
 // check validates the shared flags.
 func (o *Options) check() error {
-	u, err := url.Parse(o.URL)
-	if err != nil || u.Scheme != "ws" || u.Host == "" {
-		return fmt.Errorf("%w: --url %q: want ws://host:port/path", ErrUsage, o.URL)
+	urls := client.SplitURLs(o.URL)
+	if len(urls) == 0 {
+		return fmt.Errorf("%w: --url is empty", ErrUsage)
+	}
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "ws" || u.Host == "" {
+			return fmt.Errorf("%w: --url %q: want ws://host:port/path", ErrUsage, raw)
+		}
 	}
 	if o.Conns <= 0 {
 		return fmt.Errorf("%w: --conns must be positive", ErrUsage)
@@ -93,19 +99,21 @@ func (o *Options) procs() int {
 	return max(1, (o.Conns+MaxConnsPerProc-1)/MaxConnsPerProc)
 }
 
-// sources is the source address list: --source, or the default range for a
-// loopback target.
+// sources is the source address list: --source, or the default range when
+// every target is on loopback.
 func (o *Options) sources() ([]client.Addr, error) {
 	if o.Source != "" {
 		return client.ParseSources(o.Source)
 	}
-	u, err := url.Parse(o.URL)
-	if err != nil {
-		return nil, nil
-	}
-	ap, err := client.ResolveTarget(u)
-	if err != nil || !ap.Addr().IsLoopback() || !ap.Addr().Is4() {
-		return nil, nil
+	for _, raw := range client.SplitURLs(o.URL) {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, nil
+		}
+		ap, err := client.ResolveTarget(u)
+		if err != nil || !ap.Addr().IsLoopback() || !ap.Addr().Is4() {
+			return nil, nil
+		}
 	}
 	return client.ParseSources(client.DefaultSources)
 }

@@ -188,6 +188,8 @@ func (r *runner) parent(ctx context.Context) (*Report, error) {
 		}
 	}
 	rep.Errors = append(rep.Errors, errs...)
+	// The load is over, even when the run was cut short: read the workers anyway.
+	mem.readRuntime(context.WithoutCancel(ctx))
 	mem.fill(rep)
 	r.header(rep)
 	rep.Procs = n

@@ -41,6 +41,11 @@ type ConnStats struct {
 	Failed      int64            `json:"failed"`
 	Dropped     int64            `json:"dropped"` // ended by the server or the network after opening
 	Failures    map[string]int64 `json:"failures"`
+	// Reconnects counts connections opened again after they dropped
+	// (connect --reconnect); ServerCloses the close frames the server
+	// sent, by code.
+	Reconnects   int64            `json:"reconnects,omitempty"`
+	ServerCloses map[string]int64 `json:"server_closes,omitempty"`
 	// RampSec is the time from the first dial to the last connection
 	// resolved; ConnectRate the established connections per second over it.
 	RampSec     float64 `json:"ramp_seconds"`
@@ -80,6 +85,8 @@ type ServerMemory struct {
 	// order of PIDs.
 	ProcBeforeKiB []int64 `json:"proc_before_kib,omitempty"`
 	ProcAfterKiB  []int64 `json:"proc_after_kib,omitempty"`
+	// Workers are shoal's worker processes, with --admin.
+	Workers []WorkerRuntime `json:"workers,omitempty"`
 }
 
 // RoleGrowth returns the growth in KiB of the processes of each role,
@@ -225,6 +232,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 	for _, k := range slices.Sorted(maps.Keys(c.Failures)) {
 		row("  failed: "+k, "%d", c.Failures[k])
 	}
+	if len(c.ServerCloses) > 0 {
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(c.ServerCloses)) {
+			parts = append(parts, fmt.Sprintf("%s ×%d", k, c.ServerCloses[k]))
+		}
+		row("closed by the server", "%s", strings.Join(parts, ", "))
+	}
+	if c.Reconnects > 0 || r.Options["reconnect"] == "true" {
+		row("reconnected", "%d", c.Reconnects)
+	}
 	if m := r.Messages; m.Sent > 0 || m.Received > 0 {
 		row("messages", "%d sent, %d received, %d expected", m.Sent, m.Received, m.Expected)
 		row("rates", "%.0f sent/s over %.1fs, %.0f received/s over %.1fs", m.SentPerSec, m.Seconds, m.RecvPerSec, m.RecvSeconds)
@@ -251,6 +268,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 				parts = append(parts, part)
 			}
 			row("  by role", "%s", strings.Join(parts, ", "))
+		}
+		for _, w := range s.Workers {
+			if w.Error != "" {
+				row(fmt.Sprintf("  worker %d", w.Slot), "pid %d: %s", w.PID, w.Error)
+				continue
+			}
+			row(fmt.Sprintf("  worker %d", w.Slot), "pid %d: %d open files, heap %d KiB, %d GCs, pauses max %s total %s, GC CPU %.2f%%",
+				w.PID, w.FDs, w.HeapSysKiB, w.NumGC, fmtUs(w.PauseMaxUs), fmtUs(w.PauseTotalUs), 100*w.GCCPU)
 		}
 	}
 	row("bench CPU", "%.0f%% of %d CPU(s) (peak second %.0f%%)", 100*r.Self.CPU, r.Self.CPUs, 100*r.Self.PeakCPU)

@@ -153,40 +153,48 @@ func redactArgs(args []string) []string {
 	return out
 }
 
-// serverProcs resolves --server-pid and --admin into pids and roles.
-func (r *runner) serverProcs(ctx context.Context) ([]int, []string, error) {
+// serverProcs resolves --server-pid and --admin into pids and roles, and
+// the workers among them (with --admin).
+func (r *runner) serverProcs(ctx context.Context) ([]int, []string, []WorkerRuntime, error) {
 	pids, err := parsePIDs(r.opts.ServerPIDs)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var roles []string
 	for range pids {
 		roles = append(roles, "server")
 	}
+	var workers []WorkerRuntime
 	if r.opts.Admin != "" {
 		list, err := adminProcs(ctx, r.opts.Admin)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for _, p := range list {
 			pids = append(pids, p.PID)
 			roles = append(roles, p.Role)
+			if p.Role == "worker" {
+				workers = append(workers, WorkerRuntime{PID: p.PID, Slot: p.Slot})
+			}
 		}
 	}
-	return pids, roles, nil
+	return pids, roles, workers, nil
 }
 
 // memory measures the server around a run: before at construction, after
-// at the "measure" barrier.
+// at the "measure" barrier; with --admin, its workers' open files at the
+// barrier and their Go runtime at the end.
 type memory struct {
-	mu  sync.Mutex
-	mem *ServerMemory
-	err error
+	mu      sync.Mutex
+	mem     *ServerMemory
+	admin   string
+	workers []WorkerRuntime
+	err     error
 }
 
 func (r *runner) newMemory(ctx context.Context) *memory {
-	pids, roles, err := r.serverProcs(ctx)
-	m := &memory{err: err}
+	pids, roles, workers, err := r.serverProcs(ctx)
+	m := &memory{err: err, admin: r.opts.Admin, workers: workers}
 	if err != nil || len(pids) == 0 {
 		return m
 	}
@@ -211,6 +219,25 @@ func (m *memory) measure() {
 		return
 	}
 	m.mem.AfterKiB, m.mem.ProcAfterKiB = sum(after), after
+	for i := range m.workers {
+		w := &m.workers[i]
+		if n, err := countFDs(w.PID); err != nil {
+			w.Error = err.Error()
+		} else {
+			w.FDs = n
+		}
+	}
+}
+
+// readRuntime fetches the workers' Go runtime figures, once the load is over.
+func (m *memory) readRuntime(ctx context.Context) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range m.workers {
+		if err := workerMemStats(ctx, m.admin, &m.workers[i]); err != nil && m.workers[i].Error == "" {
+			m.workers[i].Error = err.Error()
+		}
+	}
 }
 
 func sum(v []int64) int64 {
@@ -231,6 +258,7 @@ func (m *memory) fill(rep *Report) {
 		return
 	}
 	rep.Server = m.mem
+	m.mem.Workers = m.workers
 	if m.mem.AfterKiB > 0 && rep.Conns.Established > 0 {
 		m.mem.PerConnBytes = perConnBytes(m.mem.AfterKiB-m.mem.BeforeKiB, rep.Conns.Established)
 	}
@@ -250,6 +278,8 @@ func (r *runner) single(ctx context.Context) (*Report, error) {
 	if rep == nil {
 		return nil, err
 	}
+	// The load is over, even when the run was cut short: read the workers anyway.
+	mem.readRuntime(context.WithoutCancel(ctx))
 	mem.fill(rep)
 	r.header(rep)
 	rep.Procs = 1
@@ -372,6 +402,8 @@ func (r *runner) local(ctx context.Context, emit func(Progress), barrier func(co
 	c.Failed = env.Stats.Failed.Load()
 	c.Dropped = env.Stats.Dropped.Load()
 	c.Failures = env.Stats.Failures()
+	c.Reconnects = env.Stats.Reconnects.Load()
+	c.ServerCloses = env.Stats.ServerCloses()
 	env.mu.Lock()
 	for name, rec := range env.recorders {
 		rep.Latency[name] = Summarize(rec.Total())
@@ -470,6 +502,13 @@ func mergeReports(parts []*Report) (*Report, error) {
 		c.RampSec = max(c.RampSec, p.Conns.RampSec)
 		for k, v := range p.Conns.Failures {
 			c.Failures[k] += v
+		}
+		c.Reconnects += p.Conns.Reconnects
+		for k, v := range p.Conns.ServerCloses {
+			if c.ServerCloses == nil {
+				c.ServerCloses = map[string]int64{}
+			}
+			c.ServerCloses[k] += v
 		}
 		m, pm := &out.Messages, p.Messages
 		m.Sent += pm.Sent

@@ -144,16 +144,14 @@ func rssKiB(pids []int) ([]int64, error) {
 type AdminProc struct {
 	PID  int    `json:"pid"`
 	Role string `json:"role"`
+	Slot int    `json:"slot"`
 }
 
 // adminProcs fetches the process list of a shoal admin endpoint.
 func adminProcs(ctx context.Context, admin string) ([]AdminProc, error) {
-	if !strings.Contains(admin, "://") {
-		admin = "http://" + admin
-	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(admin, "/")+"/procs", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, adminURL(admin)+"/procs", nil)
 	if err != nil {
 		return nil, fmt.Errorf("bench: admin: %w", err)
 	}

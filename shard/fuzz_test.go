@@ -123,12 +123,6 @@ func FuzzCommand(f *testing.F) {
 	})
 }
 
-func (c *conn) isOpen() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.state == stateOpen
-}
-
 // fuzzConn makes a connection of s over a socket pair, in s's table but
 // not in its poller, and returns it with the peer's end.
 func fuzzConn(t testing.TB, s *Shard, id uint64) (*conn, int) {

@@ -104,6 +104,13 @@ type Config struct {
 	CloseTimeout time.Duration
 	// DrainTimeout bounds Shutdown's wait for clients (default 10s).
 	DrainTimeout time.Duration
+	// DrainWindow is the time over which Shutdown spreads its close frames
+	// to the clients, in batches, so that they do not all reconnect at
+	// once (default 5s; negative: all at once). Each close reason asks its
+	// client to wait a random delay of up to the window (at least up to
+	// 1s) before reconnecting. The window ends early enough to leave the
+	// last clients CloseTimeout to answer within the drain's deadline.
+	DrainWindow time.Duration
 	// HeartbeatInterval spaces the life records (default 1s).
 	HeartbeatInterval time.Duration
 	// MaxConnsPerIP bounds connections from one address (default 4096;
@@ -335,6 +342,9 @@ func setDefaults(cfg *Config) {
 	def(&cfg.IdleTimeout, DefaultIdleTimeout)
 	def(&cfg.CloseTimeout, DefaultCloseTimeout)
 	def(&cfg.DrainTimeout, DefaultDrainTimeout)
+	if cfg.DrainWindow == 0 {
+		cfg.DrainWindow = DefaultDrainWindow
+	}
 	def(&cfg.HeartbeatInterval, DefaultHeartbeatInterval)
 	if cfg.IdleTimeout < cfg.PingInterval {
 		cfg.IdleTimeout = cfg.PingInterval
@@ -432,10 +442,11 @@ func (s *Shard) Run(ctx context.Context) error {
 func (s *Shard) Restarting() { s.restarting.Store(true) }
 
 // Shutdown drains the shard: it stops accepting, sends every client a
-// close frame 1001 (going away; 1012 after Restarting), waits until they
-// are gone or ctx is done, ends whoever is left, says "down" on the bus
-// and releases everything. It returns ctx.Err() if clients were still
-// connected when ctx ended. Safe to call twice.
+// close frame 1001 (going away; 1012 after Restarting), spread over the
+// drain window (see goAwayAll), waits until they are gone or ctx is done,
+// ends whoever is left, says "down" on the bus and releases everything.
+// It returns ctx.Err() if clients were still connected when ctx ended.
+// Safe to call twice.
 func (s *Shard) Shutdown(ctx context.Context) error {
 	if !s.draining.CompareAndSwap(false, true) {
 		s.waitStopped()
@@ -447,12 +458,9 @@ func (s *Shard) Shutdown(ctx context.Context) error {
 		code, reason = 1012, "server restarting"
 	}
 	start := time.Now()
-	conns := s.snapshot()
-	s.log.Info("shard draining", "conns", len(conns), "code", code)
-	for _, c := range conns {
-		c.goAway(code, reason)
-	}
-	err := s.waitEmpty(ctx)
+	s.log.Info("shard draining", "conns", s.Conns(), "code", code, "window", s.drainWindow(ctx))
+	s.goAwayAll(ctx, code, reason)
+	err := s.waitEmpty(ctx, code, reason)
 	left := s.snapshot()
 	for _, c := range left {
 		c.terminate()
@@ -460,20 +468,6 @@ func (s *Shard) Shutdown(ctx context.Context) error {
 	s.Close()
 	s.log.Info("shard drained", "took", time.Since(start).Round(time.Millisecond), "dropped", len(left))
 	return err
-}
-
-// waitEmpty polls until no connection is left or ctx ends.
-func (s *Shard) waitEmpty(ctx context.Context) error {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for s.Conns() > 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
 }
 
 // Close releases the shard at once: connections are dropped without a
@@ -613,12 +607,21 @@ func (s *Shard) onUpgraded(u *acceptor.Upgraded) {
 	}
 }
 
-// goAway starts a server-side close.
+// goAway starts a server-side close of an open connection.
 func (c *conn) goAway(code int, reason string) {
 	c.mu.Lock()
-	c.beginCloseLocked(wsCode(code), reason, afterShutdown)
-	c.flushLocked()
+	if c.state == stateOpen {
+		c.beginCloseLocked(wsCode(code), reason, afterShutdown)
+		c.flushLocked()
+	}
 	c.mu.Unlock()
+}
+
+// isOpen reports whether no close has begun.
+func (c *conn) isOpen() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == stateOpen
 }
 
 // terminate ends a connection: it leaves the poller, the wheel, its rooms

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -540,7 +541,7 @@ func TestShutdownForRestart(t *testing.T) {
 	h.s.Restarting()
 	done := make(chan error, 1)
 	go func() { done <- h.s.Shutdown(context.Background()) }()
-	if reason := a.expectClose(1012); reason != "server restarting" {
+	if reason := a.expectClose(1012); !strings.HasPrefix(reason, "server restarting, reconnect in ") {
 		t.Fatalf("reason %q", reason)
 	}
 	b.expectClose(1012)

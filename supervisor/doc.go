@@ -6,7 +6,11 @@
 // SIGUSR1, reload and rolling restart on SIGHUP), and serves
 // the admin endpoint whose /metrics covers every worker in one scrape.
 //
-// Children are re-executions of the supervisor's own binary. They are
-// started with a parent-death signal, so that a supervisor killed outright
-// still takes its children down with it.
+// Children are re-executions of the binary at the path the supervisor was
+// started from, so that replacing it upgrades the workers at the next
+// rolling restart. They are started with a parent-death signal, so that a
+// supervisor killed outright still takes its children down with it. Each
+// worker slot's listening socket is the supervisor's, inherited by the
+// slot's worker, so that a replacement takes over the connections waiting
+// in its queue.
 package supervisor

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/shoal-gw/shoal/acceptor"
 )
 
 type role string
@@ -45,6 +47,13 @@ type slot struct {
 	gen      int
 	cur      *proc
 	restarts int
+	// ln is a worker slot's listening socket, which every process of the
+	// slot inherits: a worker that replaces another takes over the very
+	// socket, so the connections waiting in its queue are accepted by the
+	// new worker instead of reset with the old one. Opened before a
+	// launch, closed when a worker dies (its queue would wait for the
+	// restart) and when serve stops.
+	ln *acceptor.Listener
 }
 
 // proc is one process of a slot.
@@ -108,6 +117,17 @@ func (sl *slot) launch() (*proc, error) {
 	cmd := exec.Command(s.cfg.Exe, args...)
 	cmd.Stdout = s.cfg.Output
 	cmd.Stderr = s.cfg.Output
+	if sl.role == roleWorker {
+		f, err := sl.listenerFile()
+		if err != nil {
+			return nil, fmt.Errorf("supervisor: %s: %w", sl.label(), err)
+		}
+		// The child's copy; ours goes once it has its own.
+		defer f.Close()
+		// ExtraFiles[0] is descriptor 3 in the child.
+		cmd.ExtraFiles = []*os.File{f}
+		cmd.Args = append(cmd.Args, "--listen-fd", "3")
+	}
 	p.cmd = cmd
 	if err := s.spawn.start(cmd); err != nil {
 		return nil, fmt.Errorf("supervisor: start %s: %w", sl.label(), err)
@@ -125,6 +145,32 @@ func (sl *slot) launch() (*proc, error) {
 	return p, nil
 }
 
+// listenerFile opens the slot's listening socket if it has none and
+// returns a copy of it for a child to inherit.
+func (sl *slot) listenerFile() (*os.File, error) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.ln == nil {
+		ln, err := acceptor.Listen(sl.s.addr, 0)
+		if err != nil {
+			return nil, err
+		}
+		sl.ln = ln
+	}
+	return sl.ln.File()
+}
+
+// closeListener closes the supervisor's copy of the slot's socket; the
+// socket itself closes with the last worker holding it.
+func (sl *slot) closeListener() {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.ln != nil {
+		_ = sl.ln.Close()
+		sl.ln = nil
+	}
+}
+
 // keep runs the slot until it is stopped: it restarts a process that dies,
 // with a backoff that grows while the process keeps dying young.
 func (sl *slot) keep() {
@@ -140,6 +186,10 @@ func (sl *slot) keep() {
 			if stop := sl.serve(p); stop {
 				return
 			}
+			// Connections hashed to a dead worker's socket would wait for
+			// its restart; without the socket the kernel sends them to
+			// the other workers meanwhile.
+			sl.closeListener()
 			if time.Since(p.started) > stableAfter {
 				backoff = restartBackoffMin
 			}

@@ -10,8 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,7 +42,9 @@ type Config struct {
 	// Addr is the gateway address every worker listens on. Port 0 picks
 	// a free port once, for all workers.
 	Addr string
-	// Workers is the number of worker processes (default: the number of CPUs).
+	// Workers is the number of worker processes (default: one per CPU
+	// available to the process, cgroup limits respected; see
+	// CPUs.Workers).
 	Workers int
 	// DataDir holds the embedded NATS server's JetStream data.
 	DataDir string
@@ -121,15 +123,20 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.Addr == "" {
 		return nil, fmt.Errorf("%w: Addr is required", ErrConfig)
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	if cfg.Exe == "" {
-		exe, err := os.Executable()
+		exe, err := invokedPath()
 		if err != nil {
 			return nil, fmt.Errorf("%w: own executable: %v", ErrConfig, err)
 		}
 		cfg.Exe = exe
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = runtime.NumCPU()
+		cpus := AvailableCPUs()
+		cfg.Workers = cpus.Workers()
+		cfg.Logger.Info("workers: one per CPU", "workers", cfg.Workers, "cpus", cpus.String())
 	}
 	if cfg.NATSListen == "" {
 		cfg.NATSListen = DefaultNATSListen
@@ -175,9 +182,6 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.Output == nil {
 		cfg.Output = os.Stderr
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
 	return &Supervisor{
 		cfg:      cfg,
 		log:      cfg.Logger,
@@ -186,6 +190,34 @@ func New(cfg Config) (*Supervisor, error) {
 		life:     make(map[string]bus.Life),
 		waiters:  make(map[string]chan struct{}),
 	}, nil
+}
+
+// invokedPath is the path this binary was started by, made absolute: a
+// child started later runs whatever file is at that path then, so that
+// replacing the binary (or pointing a symlink at a new one) and sending
+// SIGHUP upgrades the workers. os.Executable alone would follow a symlink
+// to the old version. When argv[0] does not name this binary (a launcher
+// set it to something else), the binary's own path is used.
+func invokedPath() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	p := os.Args[0]
+	if !strings.Contains(p, "/") {
+		if p, err = exec.LookPath(p); err != nil {
+			return self, nil
+		}
+	}
+	if p, err = filepath.Abs(p); err != nil {
+		return self, nil
+	}
+	a, errA := os.Stat(p)
+	b, errB := os.Stat(self)
+	if errA != nil || errB != nil || !os.SameFile(a, b) {
+		return self, nil
+	}
+	return p, nil
 }
 
 // hostToken turns the host name into a shard id token.
@@ -251,6 +283,9 @@ func (s *Supervisor) servicesText() string {
 
 // Addr is the gateway address the workers listen on (port resolved).
 func (s *Supervisor) Addr() string { return s.addr }
+
+// Workers is the number of worker processes, as chosen for --workers auto.
+func (s *Supervisor) Workers() int { return s.cfg.Workers }
 
 // NATSURL is the bus the children use.
 func (s *Supervisor) NATSURL() string { return s.natsURL }
@@ -368,10 +403,19 @@ func (s *Supervisor) stop() error {
 		}
 		wg.Wait()
 	}
+	// The sockets close with the workers that hold them: new connections
+	// are refused rather than queued for a worker that will not come.
+	for _, sl := range workers {
+		sl.closeListener()
+	}
 	// Workers first, so that their last events still reach the services.
 	stopAll(workers)
 	stopAll(svcs)
 	s.wg.Wait()
+	// A worker restarted while the others stopped opened its socket again.
+	for _, sl := range workers {
+		sl.closeListener()
+	}
 	return errors.Join(errs...)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -107,5 +108,31 @@ func TestAwaitServicesWaitsForEveryProcess(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("awaitServices still waiting for %q", s.unsubscribed())
+	}
+}
+
+// Children run the binary at the path serve was started by, even when
+// that path is a symlink: pointing it at a new version and sending SIGHUP
+// upgrades the workers.
+func TestInvokedPathKeepsSymlinks(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "shoal")
+	if err := os.Symlink(self, link); err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Args[0]
+	t.Cleanup(func() { os.Args[0] = saved })
+	for _, c := range []struct{ arg0, want string }{
+		{link, link},
+		{"no-such-binary-on-path", self},
+		{filepath.Join(t.TempDir(), "elsewhere"), self},
+	} {
+		os.Args[0] = c.arg0
+		if got, err := invokedPath(); err != nil || got != c.want {
+			t.Errorf("argv[0] %q: %q %v, want %q", c.arg0, got, err, c.want)
+		}
 	}
 }

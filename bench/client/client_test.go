@@ -430,7 +430,8 @@ func TestServerCloses(t *testing.T) {
 	r := newRecorder(1)
 	c := open(t, e, r)
 	err := wantCause(t, r, CauseClosed)
-	if !strings.Contains(err.Error(), "1001 bye") {
+	var ce *CloseError
+	if !strings.Contains(err.Error(), "1001 bye") || !errors.As(err, &ce) || ce.Code != 1001 || ce.Reason != "bye" {
 		t.Errorf("error %q does not carry the code and reason", err)
 	}
 	if code := recv(t, answer, "close answer"); code != ws.StatusGoingAway {

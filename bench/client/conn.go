@@ -40,7 +40,8 @@ type Conn struct {
 	h      Handler
 	fd     int
 	idx    int
-	head   []byte // handshake request up to the key, shared with the engine or its own
+	tgt    int    // index of the target dialed
+	head   []byte // handshake request up to the key, shared with the target or its own
 	start  int64  // dial time, unix ns
 	opened int64  // 101 parsed, unix ns
 	timer  netpoll.Timer
@@ -64,6 +65,10 @@ type Conn struct {
 
 // Index is the number given to Dial.
 func (c *Conn) Index() int { return c.idx }
+
+// Target is the index of the target the connection was dialed to, among
+// the engine's Config.URL list.
+func (c *Conn) Target() int { return c.tgt }
 
 // Started is the time Dial was called, in unix nanoseconds.
 func (c *Conn) Started() int64 { return c.start }
@@ -445,7 +450,7 @@ func (f *frames) Control(op ws.OpCode, p []byte) error {
 			_ = c.flushLocked()
 		}
 		c.mu.Unlock()
-		return &FailError{Cause: CauseClosed, Err: errors.New(strconv.Itoa(int(code)) + " " + string(reason))}
+		return &FailError{Cause: CauseClosed, Err: &CloseError{Code: int(code), Reason: string(reason)}}
 	}
 	return nil
 }

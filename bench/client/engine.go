@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +42,9 @@ type Handler interface {
 // its default.
 type Config struct {
 	// URL is the target, ws://host:port/path; host must be an IP address or
-	// resolve to one.
+	// resolve to one. A comma-separated list names several targets, such
+	// as the gateways of a fleet: Dial spreads connections over them by
+	// index, DialTarget picks one.
 	URL string
 	// Sources are the local addresses connections bind to, round robin;
 	// empty lets the kernel choose.
@@ -68,11 +71,7 @@ type Engine struct {
 	poller  *netpoll.Poller
 	pool    *netpoll.Pool
 	wheel   *netpoll.Wheel
-	raddr   unix.Sockaddr
-	family  int
-	host    string // the URL's host[:port], the request's Host
-	path    string // the URL's request target, path and query
-	reqHead []byte // request up to and excluding the Sec-WebSocket-Key value
+	targets []target
 	wireCfg wire.Config
 	src     atomic.Uint64
 	open    atomic.Int64
@@ -80,7 +79,27 @@ type Engine struct {
 	closed  atomic.Bool
 }
 
-// New parses cfg.URL, resolves its host and starts the poller, pool and
+// target is one address connections are dialed to.
+type target struct {
+	index   int // among the engine's targets
+	addr    netip.AddrPort
+	family  int
+	host    string // the URL's host[:port], the request's Host
+	path    string // the URL's request target, path and query
+	reqHead []byte // request up to and excluding the Sec-WebSocket-Key value
+}
+
+// sockaddr is a fresh socket address for one connect: x/sys/unix writes
+// into a Sockaddr when it passes it to the kernel, so dials on several
+// goroutines cannot share one.
+func (t *target) sockaddr() unix.Sockaddr {
+	if t.family == unix.AF_INET {
+		return &unix.SockaddrInet4{Port: int(t.addr.Port()), Addr: t.addr.Addr().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(t.addr.Port()), Addr: t.addr.Addr().As16()}
+}
+
+// New parses cfg.URL, resolves its hosts and starts the poller, pool and
 // handshake timer wheel.
 func New(cfg Config) (*Engine, error) {
 	if cfg.HandshakeTimeout <= 0 {
@@ -92,29 +111,19 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil || u.Scheme != "ws" || u.Host == "" {
-		return nil, fmt.Errorf("%w: %q (want ws://host:port/path)", ErrBadURL, cfg.URL)
-	}
-	ap, err := ResolveTarget(u)
-	if err != nil {
-		return nil, err
-	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, wireCfg: wire.Config{Role: wire.Client, MaxMessage: cfg.MaxMessage}}
-	if ap.Addr().Is4() {
-		e.family = unix.AF_INET
-		e.raddr = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	} else {
-		e.family = unix.AF_INET6
-		e.raddr = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-	}
-	for _, s := range cfg.Sources {
-		if s.Is4() != ap.Addr().Is4() {
-			return nil, fmt.Errorf("%w: source %s and target %s differ in family", ErrBadSource, s, ap.Addr())
+	for _, raw := range SplitURLs(cfg.URL) {
+		t, err := newTarget(raw, cfg.Sources)
+		if err != nil {
+			return nil, err
 		}
+		t.index = len(e.targets)
+		e.targets = append(e.targets, t)
 	}
-	e.host, e.path = u.Host, u.RequestURI()
-	e.reqHead = requestHead(e.host, e.path)
+	if len(e.targets) == 0 {
+		return nil, fmt.Errorf("%w: no URL", ErrBadURL)
+	}
+	var err error
 	e.poller, err = netpoll.NewPoller(cfg.Logger)
 	if err != nil {
 		return nil, err
@@ -124,6 +133,44 @@ func New(cfg Config) (*Engine, error) {
 	e.wheel.Start()
 	return e, nil
 }
+
+// SplitURLs splits a comma-separated list of URLs, dropping empty items.
+func SplitURLs(list string) []string {
+	var out []string
+	for _, u := range strings.Split(list, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// newTarget resolves one ws:// URL whose connections bind to sources.
+func newTarget(raw string, sources []netip.Addr) (target, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "ws" || u.Host == "" {
+		return target{}, fmt.Errorf("%w: %q (want ws://host:port/path)", ErrBadURL, raw)
+	}
+	ap, err := ResolveTarget(u)
+	if err != nil {
+		return target{}, err
+	}
+	t := target{addr: ap, family: unix.AF_INET6}
+	if ap.Addr().Is4() {
+		t.family = unix.AF_INET
+	}
+	for _, s := range sources {
+		if s.Is4() != ap.Addr().Is4() {
+			return target{}, fmt.Errorf("%w: source %s and target %s differ in family", ErrBadSource, s, ap.Addr())
+		}
+	}
+	t.host, t.path = u.Host, u.RequestURI()
+	t.reqHead = requestHead(t.host, t.path)
+	return t, nil
+}
+
+// Targets is the number of targets in Config.URL.
+func (e *Engine) Targets() int { return len(e.targets) }
 
 // ResolveTarget returns the address of a ws:// URL's host and port
 // (default port 80).
@@ -157,20 +204,36 @@ func ResolveTarget(u *url.URL) (netip.AddrPort, error) {
 // not ended.
 func (e *Engine) Open() int { return int(e.open.Load()) }
 
-// Dial starts a connection: socket, bind, non-blocking connect. The rest
-// happens on the poller; h learns of the outcome. idx is the caller's own
-// number for the connection (Conn.Index). A failure before the connect is
-// in flight is returned, as a *FailError, and h is not called.
+// Dial starts a connection to target idx modulo Targets: socket, bind,
+// non-blocking connect. The rest happens on the poller; h learns of the
+// outcome. idx is the caller's own number for the connection
+// (Conn.Index). A failure before the connect is in flight is returned, as
+// a *FailError, and h is not called.
 func (e *Engine) Dial(h Handler, idx int) (*Conn, error) {
-	return e.dial(h, idx, e.reqHead)
+	return e.DialTarget(h, idx, idx)
 }
 
-// dial is Dial with the request head to send.
-func (e *Engine) dial(h Handler, idx int, head []byte) (*Conn, error) {
+// DialTarget is Dial to target tgt modulo Targets (Conn.Target).
+func (e *Engine) DialTarget(h Handler, idx, tgt int) (*Conn, error) {
+	t := e.target(tgt)
+	return e.dial(h, idx, t, t.reqHead)
+}
+
+// target is target i modulo Targets.
+func (e *Engine) target(i int) *target {
+	i %= len(e.targets)
+	if i < 0 {
+		i += len(e.targets)
+	}
+	return &e.targets[i]
+}
+
+// dial starts a connection to t that sends head as its request.
+func (e *Engine) dial(h Handler, idx int, t *target, head []byte) (*Conn, error) {
 	if e.closed.Load() {
 		return nil, ErrClosed
 	}
-	fd, err := unix.Socket(e.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(t.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, classify(err)
 	}
@@ -192,8 +255,8 @@ func (e *Engine) dial(h Handler, idx int, head []byte) (*Conn, error) {
 			return nil, classify(err)
 		}
 	}
-	c := &Conn{e: e, h: h, fd: fd, idx: idx, head: head, start: time.Now().UnixNano()}
-	if err := unix.Connect(fd, e.raddr); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+	c := &Conn{e: e, h: h, fd: fd, idx: idx, tgt: t.index, head: head, start: time.Now().UnixNano()}
+	if err := unix.Connect(fd, t.sockaddr()); err != nil && !errors.Is(err, unix.EINPROGRESS) {
 		unix.Close(fd)
 		return nil, classify(err)
 	}

@@ -3,6 +3,8 @@ package client
 import (
 	"errors"
 	"strconv"
+	"strings"
+	"time"
 )
 
 // Sentinel errors, wrapped with context by the functions that return them.
@@ -63,4 +65,47 @@ func Cause(err error) string {
 		return fe.Cause
 	}
 	return CauseOther
+}
+
+// CloseError is the server's close frame that ended a connection, the
+// Err of a FailError whose Cause is CauseClosed.
+type CloseError struct {
+	Code   int
+	Reason string
+}
+
+// Error is the code and the reason: "1012 server restarting".
+func (e *CloseError) Error() string { return strconv.Itoa(e.Code) + " " + e.Reason }
+
+// maxReconnectDelay bounds the delay a close reason may ask for: advice
+// from the server, not an order to wait forever.
+const maxReconnectDelay = 5 * time.Minute
+
+// ReconnectDelay reads the delay a server asks its client to wait before
+// reconnecting, from the phrase "reconnect in <N>ms" (or <N>s) in the
+// close reason, as a draining shoal worker writes it. ok is false when
+// the reason names no delay.
+func (e *CloseError) ReconnectDelay() (d time.Duration, ok bool) {
+	_, rest, found := strings.Cut(e.Reason, "reconnect in ")
+	if !found {
+		return 0, false
+	}
+	n := 0
+	for n < len(rest) && (rest[n] >= '0' && rest[n] <= '9' || rest[n] == '.') {
+		n++
+	}
+	v, err := strconv.ParseFloat(rest[:n], 64)
+	if err != nil || v < 0 {
+		return 0, false
+	}
+	unit := rest[n:]
+	switch {
+	case strings.HasPrefix(unit, "ms"):
+		d = time.Duration(v * float64(time.Millisecond))
+	case strings.HasPrefix(unit, "s"):
+		d = time.Duration(v * float64(time.Second))
+	default:
+		return 0, false
+	}
+	return min(d, maxReconnectDelay), true
 }

@@ -14,11 +14,12 @@ func (e *Engine) DialQuery(h Handler, idx int, query string) (*Conn, error) {
 	if query == "" {
 		return e.Dial(h, idx)
 	}
+	t := e.target(idx)
 	sep := "?"
-	if strings.Contains(e.path, "?") {
+	if strings.Contains(t.path, "?") {
 		sep = "&"
 	}
-	return e.dial(h, idx, requestHead(e.host, e.path+sep+query))
+	return e.dial(h, idx, t, requestHead(t.host, t.path+sep+query))
 }
 
 // Abort ends the connection the way a network failure or a killed client

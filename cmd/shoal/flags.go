@@ -48,6 +48,30 @@ func (b *byteSize) Set(s string) error {
 	return nil
 }
 
+// workersFlag is a worker count or "auto" (0): one per CPU available,
+// which the supervisor works out.
+type workersFlag int
+
+func (w *workersFlag) String() string {
+	if *w <= 0 {
+		return "auto"
+	}
+	return strconv.Itoa(int(*w))
+}
+
+func (w *workersFlag) Set(s string) error {
+	if strings.TrimSpace(s) == "auto" {
+		*w = 0
+		return nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || n < 1 {
+		return fmt.Errorf(`want "auto" or a number of workers from 1`)
+	}
+	*w = workersFlag(n)
+	return nil
+}
+
 // listFlag is a comma-separated list.
 type listFlag []string
 
@@ -146,6 +170,7 @@ type gatewayFlags struct {
 	handshake      time.Duration
 	pingInterval   time.Duration
 	idleTimeout    time.Duration
+	drainWindow    time.Duration
 	allowedOrigins originsFlag
 	tlsCert        string
 	tlsKey         string
@@ -155,7 +180,7 @@ type gatewayFlags struct {
 // gatewayFlagNames lists the flags serve forwards to workers.
 var gatewayFlagNames = []string{"max-message", "max-queue", "max-msg-rate", "max-msg-burst", "max-msg-drops",
 	"max-conns-per-ip", "max-conns", "max-handshake-rate", "slow-policy",
-	"handshake-timeout", "ping-interval", "idle-timeout", "allowed-origins", "tls-cert", "tls-key", "compress"}
+	"handshake-timeout", "ping-interval", "idle-timeout", "drain-window", "allowed-origins", "tls-cert", "tls-key", "compress"}
 
 func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	g.maxMessage = shard.DefaultMaxMessage
@@ -172,6 +197,7 @@ func (g *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&g.handshake, "handshake-timeout", 5*time.Second, "time from accept to a complete WebSocket handshake")
 	fs.DurationVar(&g.pingInterval, "ping-interval", shard.DefaultPingInterval, "silence after which the server pings a client")
 	fs.DurationVar(&g.idleTimeout, "idle-timeout", shard.DefaultIdleTimeout, "silence after which a client is closed")
+	fs.DurationVar(&g.drainWindow, "drain-window", shard.DefaultDrainWindow, "time over which a draining worker spreads its close frames, each asking its client to reconnect after a random delay of up to the window (negative: all at once)")
 	fs.Var(&g.allowedOrigins, "allowed-origins", "browser origins allowed besides the gateway's own host, comma separated (* for any);\n"+
 		"SERVICE=ORIGIN entries give a service a list of its own instead; the flag may be repeated")
 	fs.StringVar(&g.tlsCert, "tls-cert", "", "PEM certificate chain: serve wss:// and https:// on --addr (needs --tls-key; a worker reloads it on SIGHUP, which serve sends on SIGUSR1 and SIGHUP)")
@@ -204,6 +230,7 @@ func (g *gatewayFlags) apply(cfg *shard.Config) {
 	cfg.HandshakeTimeout = g.handshake
 	cfg.PingInterval = g.pingInterval
 	cfg.IdleTimeout = g.idleTimeout
+	cfg.DrainWindow = g.drainWindow
 	cfg.AllowedOrigins, cfg.ServiceOrigins = g.allowedOrigins.split()
 	cfg.Compress = nil
 	for _, name := range g.compress {

@@ -62,6 +62,9 @@ type fleet struct {
 	exit  chan error
 	// adminToken is the admin endpoint's bearer token, if it wants one.
 	adminToken string
+
+	logMu sync.Mutex
+	logs  bytes.Buffer // serve's output, a JSON record per line
 }
 
 // adminGet fetches a path of the admin endpoint.
@@ -87,6 +90,12 @@ func startServe(t *testing.T, args ...string) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startServeExe(t, exe, args...)
+}
+
+// startServeExe runs `exe serve` with the test's addresses and args.
+func startServeExe(t *testing.T, exe string, args ...string) *fleet {
+	t.Helper()
 	data := t.TempDir()
 	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
 		"--admin", "127.0.0.1:0", "--data", data, "--log-format", "json"}, args...)
@@ -101,16 +110,14 @@ func startServe(t *testing.T, args ...string) *fleet {
 	}
 	f := &fleet{t: t, cmd: cmd, data: data, exit: make(chan error, 1)}
 	ready := make(chan struct{})
-	var logs bytes.Buffer
-	var logMu sync.Mutex
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
-			logMu.Lock()
-			logs.Write(sc.Bytes())
-			logs.WriteByte('\n')
-			logMu.Unlock()
+			f.logMu.Lock()
+			f.logs.Write(sc.Bytes())
+			f.logs.WriteByte('\n')
+			f.logMu.Unlock()
 			var rec struct{ Msg, WS, Admin, NATS string }
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "shoal serving" {
 				f.ws = strings.TrimSuffix(rec.WS, "/ws/<service>")
@@ -126,9 +133,9 @@ func startServe(t *testing.T, args ...string) *fleet {
 			cmd.Process.Kill()
 		}
 		if t.Failed() {
-			logMu.Lock()
-			t.Logf("shoal serve log:\n%s", logs.String())
-			logMu.Unlock()
+			f.logMu.Lock()
+			t.Logf("shoal serve log:\n%s", f.logs.String())
+			f.logMu.Unlock()
 		}
 	})
 	select {
@@ -139,6 +146,20 @@ func startServe(t *testing.T, args ...string) *fleet {
 		t.Fatal("shoal serve did not start within 30s")
 	}
 	return f
+}
+
+// logCount counts serve's log records whose message is msg.
+func (f *fleet) logCount(msg string) int {
+	f.logMu.Lock()
+	defer f.logMu.Unlock()
+	n := 0
+	for _, line := range strings.Split(f.logs.String(), "\n") {
+		var rec struct{ Msg string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
+			n++
+		}
+	}
+	return n
 }
 
 // waitExit waits for shoal serve to exit, after a SIGTERM, with status 0.
@@ -515,11 +536,5 @@ func TestServeFleet(t *testing.T) {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitLong(t, what, 30*time.Second, cond)
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,7 +37,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		adminTokenFile string
 	)
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address every worker listens on (SO_REUSEPORT)")
-	fs.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "worker processes")
+	fs.Var((*workersFlag)(&cfg.Workers), "workers", `worker processes, or "auto": one per CPU available to the process, cgroup limits respected`)
 	fs.StringVar(&cfg.DataDir, "data", "shoal-data", "directory for the embedded NATS server's JetStream data and the token key (with --nats: only the key)")
 	fs.StringVar(&cfg.NATS, "nats", "", "URL of an external NATS server or cluster (default: run one embedded)")
 	fs.StringVar(&cfg.NATSListen, "nats-listen", supervisor.DefaultNATSListen, "address of the embedded NATS server, for services in other processes (port 0: any)")
@@ -104,6 +103,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	} else if need > bus.DefaultMaxPayload {
 		cfg.NATSMaxPayload = int32(need)
 	}
+	// The default window shrinks to fit a short drain timeout (see
+	// shard.Config.DrainWindow); one given explicitly must fit.
+	if src["drain-window"] != "default" && gw.drainWindow >= cfg.DrainTimeout {
+		return usageError("--drain-window %v: must be shorter than --drain-timeout %v, which also waits for the last clients to answer", gw.drainWindow, cfg.DrainTimeout)
+	}
 	log, err := logs.logger(stderr)
 	if err != nil {
 		return err
@@ -154,7 +158,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 					continue
 				}
 				log.Info("SIGHUP: TLS certificates reloaded, rolling restart of the workers")
-				rctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Workers+1)*(cfg.DrainTimeout+20*time.Second))
+				rctx, cancel := context.WithTimeout(ctx, time.Duration(sup.Workers()+1)*(cfg.DrainTimeout+20*time.Second))
 				if err := sup.RollingRestart(rctx); err != nil {
 					log.Error("rolling restart", "err", err)
 				} else {

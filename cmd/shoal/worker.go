@@ -27,6 +27,7 @@ func runWorker(args []string, stderr io.Writer) error {
 		logs     logFlags
 		keyFile  string
 		debug    string
+		listenFd int
 	)
 	fs.StringVar(&cfg.ID, "shard", "", "shard id on the bus (required)")
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "address to listen on, shared through SO_REUSEPORT")
@@ -36,6 +37,7 @@ func runWorker(args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", shard.DefaultDrainTimeout, "how long to wait for clients to close on SIGTERM")
 	fs.StringVar(&keyFile, "token-key-file", "", "key file that checks the clients' tokens (default: no tokens; every client is anonymous)")
 	fs.StringVar(&debug, "debug-socket", "", "unix socket to serve /debug/pprof on, for the admin endpoint of serve")
+	fs.IntVar(&listenFd, "listen-fd", -1, "inherited listening socket to accept on instead of opening --addr (serve hands one to each worker)")
 	gw.register(fs)
 	logs.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -65,6 +67,13 @@ func runWorker(args []string, stderr io.Writer) error {
 		cfg.TLS = acceptor.ServerTLSConfig(keys)
 	}
 	cfg.Services = services
+	if listenFd >= 0 {
+		// serve's socket for this worker's slot, shared with the worker
+		// it replaces, if any.
+		if cfg.Listener, err = acceptor.FileListener(listenFd); err != nil {
+			return err
+		}
+	}
 	if slices.Contains(services, "chat") {
 		// The chat's page, on the gateway's own port.
 		cfg.HTTP = web.Handler()

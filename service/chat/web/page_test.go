@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-gw/shoal/service/chat/web"
 	"github.com/shoal-gw/shoal/service/chat/web/browsertest"
+	"github.com/shoal-gw/shoal/shard"
 )
 
 // openPage serves the page and opens it in Chromium; with no chat service
@@ -222,9 +223,14 @@ func TestTimeline(t *testing.T) {
 // TestConnectionHelpers checks the parsers of conn.js in Chromium.
 func TestConnectionHelpers(t *testing.T) {
 	b := openPage(t)
+	// The reasons a draining gateway worker sends, as it writes them.
+	drained, _ := json.Marshal([]string{
+		shard.ReconnectReason("server restarting", 881*time.Millisecond),
+		shard.ReconnectReason("server shutting down", 3412*time.Millisecond),
+	})
 	js := `(async () => {
 		const c = await import("/conn.js");
-		const hints = ["reconnect in 2.5s", "Reconnect after 500ms", "reconnect_in=3", "restarting, reconnect in 1 min", "reconnect in 10 minutes", "going away", ""].map(c.reconnectHint);
+		const hints = ["reconnect in 2.5s", "Reconnect after 500ms", "reconnect_in=3", "restarting, reconnect in 1 min", "reconnect in 10 minutes", "going away", "", ...` + string(drained) + `].map(c.reconnectHint);
 		const steps = [0, 1, 2, 3, 4, 5, 10, 30];
 		const lows = steps.map((n) => c.backoff(n, () => 0));
 		const highs = steps.map((n) => c.backoff(n, () => 1));
@@ -245,7 +251,7 @@ func TestConnectionHelpers(t *testing.T) {
 	if err := json.Unmarshal([]byte(browsertest.Eval[string](b, js)), &got); err != nil {
 		t.Fatal(err)
 	}
-	if want := []float64{2500, 500, 3000, 60000, 300000, -1, -1}; !reflect.DeepEqual(got.Hints, want) {
+	if want := []float64{2500, 500, 3000, 60000, 300000, -1, -1, 881, 3412}; !reflect.DeepEqual(got.Hints, want) {
 		t.Errorf("reconnectHint = %v, want %v", got.Hints, want)
 	}
 	if want := []float64{250, 500, 1000, 2000, 4000, 5000, 5000, 5000}; !reflect.DeepEqual(got.Lows, want) {
