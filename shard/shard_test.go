@@ -668,8 +668,14 @@ func TestFanoutBatches(t *testing.T) {
 			}
 		}
 	}
-	after := h.s.Stats()
-	frames, writes := after.FramesOut-before.FramesOut, after.Writes-before.Writes
+	// A writer counts its frames once its syscall returned, which can be
+	// just after the client read them.
+	var frames, writes uint64
+	waitFor(t, "every frame counted", func() bool {
+		after := h.s.Stats()
+		frames, writes = after.FramesOut-before.FramesOut, after.Writes-before.Writes
+		return frames >= 3*n
+	})
 	if frames != 3*n {
 		t.Fatalf("%d frames out, want %d", frames, 3*n)
 	}
