@@ -2,7 +2,7 @@
 # steps that use them, installs what it needs itself).
 GO ?= go
 
-.PHONY: test check fmt vet unit chromium peers conformance soak build clean fleet fleet-status fleet-down
+.PHONY: test check fmt vet unit debs peers conformance soak build clean fleet fleet-status fleet-down
 
 test: check unit conformance
 
@@ -14,19 +14,23 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-unit: peers chromium
+unit: peers debs
 	$(GO) test -race -count=1 ./...
 
-# The chat page is tested in real headless Chromium (Debian's package);
-# install it when it is missing, with sudo only when not already root.
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-		command -v apt-get >/dev/null 2>&1 || { echo "chromium is missing and there is no apt-get: install Chromium for the browser tests"; exit 1; }; \
+# Debian packages the tests use, as command:package: Chromium, for the chat
+# page's tests in a real headless browser; HAProxy and systemd-analyze, to
+# check deploy/'s balancer config and units. Installed when missing, with
+# sudo only when not already root.
+DEBS = chromium:chromium haproxy:haproxy systemd-analyze:systemd
+debs:
+	@missing=; for d in $(DEBS); do command -v $${d%%:*} >/dev/null 2>&1 || missing="$$missing $${d#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		command -v apt-get >/dev/null 2>&1 || { echo "missing:$$missing, and there is no apt-get: install them for the tests"; exit 1; }; \
 		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-		echo "installing chromium for the chat page's browser tests"; \
+		echo "installing$$missing for the tests"; \
 		$$sudo apt-get update -qq && \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	}
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 # The bench peers are a module of their own, which ./... from here skips;
 # Centrifugo is required by a module of its own below it. Building it here

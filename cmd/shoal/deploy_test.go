@@ -244,7 +244,7 @@ func TestDeployNATSConfigs(t *testing.T) {
 func TestDeployHAProxy(t *testing.T) {
 	haproxy, err := exec.LookPath("haproxy")
 	if err != nil {
-		t.Skip("haproxy is not installed (apt-get install haproxy): its configuration is checked with haproxy -c where it is")
+		t.Fatal("haproxy is not installed: apt-get install haproxy (make test installs it) to check deploy/'s balancer configuration")
 	}
 	out, err := exec.Command(haproxy, "-c", "-f", filepath.Join(deployDir, "docker", "haproxy.cfg")).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Configuration file is valid") {
@@ -261,7 +261,7 @@ func TestDeployHAProxy(t *testing.T) {
 func TestDeploySystemdUnits(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		t.Skip("systemd-analyze is not installed: the units are checked with systemd-analyze verify where it is")
+		t.Fatal("systemd-analyze is not installed: apt-get install systemd (make test installs it) to check deploy/'s units")
 	}
 	exe, err := binary()
 	if err != nil {
