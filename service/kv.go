@@ -58,7 +58,7 @@ type KV struct {
 
 // KV returns a handle for the bucket cfg.Name, creating the bucket if it
 // is missing. When it exists with another History, TTL or MaxValueSize,
-// those are updated to cfg's; its replicas stay.
+// those are updated to cfg's, and its copies as StoreConfig.Replicas says.
 func (s *Store) KV(ctx context.Context, cfg BucketConfig) (*KV, error) {
 	if !validBucket(cfg.Name) {
 		return nil, fmt.Errorf("%w: bucket name %q", ErrInvalidConfig, cfg.Name)
@@ -112,11 +112,24 @@ func (s *Store) KV(ctx context.Context, cfg BucketConfig) (*KV, error) {
 			return nil, storeError(op, ErrNoBucket, err)
 		}
 		have := st.Config()
-		if have.History != uint8(cfg.History) || have.TTL != cfg.TTL || have.MaxValueSize != cfg.MaxValueSize && cfg.MaxValueSize != 0 {
-			if kv, err = s.js.UpdateKeyValue(ctx, jcfg(have.Replicas)); err != nil {
+		r := s.replicasFor(have.Replicas, cfg.Replicas)
+		limits := have.History != uint8(cfg.History) || have.TTL != cfg.TTL || have.MaxValueSize != cfg.MaxValueSize && cfg.MaxValueSize != 0
+		if r != have.Replicas || limits {
+			updated, err := s.js.UpdateKeyValue(ctx, jcfg(r))
+			if err != nil && r != have.Replicas && placementError(err) {
+				// Not enough servers for the copies yet: keep those it has,
+				// and try again at the next open.
+				s.log.Warn("service: store: cannot place more copies of the bucket yet", "bucket", cfg.Name, "replicas", have.Replicas, "want", r, "err", err)
+				r, updated, err = have.Replicas, kv, nil
+				if limits {
+					updated, err = s.js.UpdateKeyValue(ctx, jcfg(r))
+				}
+			}
+			if err != nil {
 				return nil, storeError("update bucket "+cfg.Name, ErrNoBucket, err)
 			}
-			s.log.Info("service: store: updated bucket", "bucket", cfg.Name, "history", cfg.History, "ttl", cfg.TTL)
+			kv = updated
+			s.log.Info("service: store: updated bucket", "bucket", cfg.Name, "history", cfg.History, "ttl", cfg.TTL, "replicas", r)
 		}
 	}
 	info, err := s.js.Stream(ctx, "KV_"+cfg.Name)

@@ -35,8 +35,9 @@ type StoreConfig struct {
 	// Replicas is the number of copies of every bucket and stream the Store
 	// creates. Default: from the cluster size, 1 on a single server
 	// (the embedded one included) and 3 when the server is part of a
-	// cluster whose JetStream can place 3 copies. Existing buckets and
-	// streams keep their replicas.
+	// cluster whose JetStream can place 3 copies. An existing bucket or
+	// stream gets the configured count; without one, it keeps its copies
+	// or gains copies up to the cluster's, never losing any.
 	Replicas int
 	// MaxInFlight bounds the storage requests outstanding at once over
 	// the connection (default DefaultMaxInFlight); a request beyond it
@@ -152,6 +153,21 @@ func (s *Store) create(what string, mk func(replicas int) error) error {
 	s.replicas = 1
 	s.mu.Unlock()
 	return mk(1)
+}
+
+// replicasFor is how many copies an existing bucket or stream should
+// have: the count configured for it or for the Store, when one is;
+// otherwise at least what the cluster holds now. So one made with a single
+// copy while part of the cluster was down (see create) gets its copies at
+// the next open once the cluster can place them, and never fewer.
+func (s *Store) replicasFor(have, configured int) int {
+	switch {
+	case configured > 0:
+		return configured
+	case s.fixed > 0:
+		return s.fixed
+	}
+	return max(have, s.Replicas())
 }
 
 // placementError reports JetStream's refusals of a replica count.

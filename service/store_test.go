@@ -561,6 +561,30 @@ func TestReplicasCluster(t *testing.T) {
 	if last, err := st.LastOf(ctx, "three.x"); err != nil || last.Seq != a.Seq {
 		t.Fatalf("LastOf = %v, %v", last.Seq, err)
 	}
+
+	// A stream and a bucket made with one copy (as when two of the three
+	// servers could not take one) get their three at the next open, with
+	// what they held.
+	one := openStore(t, nc, service.StoreConfig{Replicas: 1, Timeout: 20 * time.Second})
+	lone := openStream(t, one, service.StreamConfig{Name: "lone", Subjects: []string{"lone.>"}})
+	if r := lone.Replicas(); r != 1 {
+		t.Fatalf("stream made with one copy has %d", r)
+	}
+	kept, err := lone.Append(ctx, "lone.x", []byte("kept"))
+	must(t, "Append", err)
+	openKV(t, one, "lonekv")
+	if r := openStream(t, s, service.StreamConfig{Name: "lone", Subjects: []string{"lone.>"}}).Replicas(); r != 3 {
+		t.Fatalf("stream of one copy opened in a cluster of 3: %d copies, want 3", r)
+	}
+	if m, err := lone.Get(ctx, kept.Seq); err != nil || string(m.Data) != "kept" {
+		t.Fatalf("after gaining copies: Get = %q, %v", m.Data, err)
+	}
+	openKV(t, s, "lonekv")
+	info, err = js.Stream(ctx, "KV_lonekv")
+	must(t, "stream info", err)
+	if r := info.CachedInfo().Config.Replicas; r != 3 {
+		t.Fatalf("bucket of one copy opened in a cluster of 3: %d copies, want 3", r)
+	}
 }
 
 // TestKVWatchResumes restarts the NATS server (same store, same port)

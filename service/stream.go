@@ -150,12 +150,25 @@ func (st *Stream) Ensure(ctx context.Context) error {
 		return storeError(op, ErrNoStream, err)
 	default:
 		have := js.CachedInfo().Config
-		want := st.jcfg(have.Replicas)
-		if !sameLimits(have, want) {
-			if js, err = s.js.UpdateStream(ctx, want); err != nil {
+		r := s.replicasFor(have.Replicas, cfg.Replicas)
+		want := st.jcfg(r)
+		if r != have.Replicas || !sameLimits(have, want) {
+			updated, err := s.js.UpdateStream(ctx, want)
+			if err != nil && r != have.Replicas && placementError(err) {
+				// Not enough servers for the copies yet: keep those it has,
+				// and try again at the next open.
+				s.log.Warn("service: store: cannot place more copies of the stream yet", "stream", cfg.Name, "replicas", have.Replicas, "want", r, "err", err)
+				r, want = have.Replicas, st.jcfg(have.Replicas)
+				updated, err = js, nil
+				if !sameLimits(have, want) {
+					updated, err = s.js.UpdateStream(ctx, want)
+				}
+			}
+			if err != nil {
 				return storeError("update stream "+cfg.Name, ErrNoStream, err)
 			}
-			s.log.Info("service: store: updated stream", "stream", cfg.Name)
+			js = updated
+			s.log.Info("service: store: updated stream", "stream", cfg.Name, "replicas", r)
 		}
 	}
 	st.mu.Lock()
