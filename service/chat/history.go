@@ -228,8 +228,45 @@ func (h *Handler) historyRequest(ctx context.Context, c *service.Conn, req *requ
 	if err != nil {
 		return err
 	}
-	h.reply(c, historyReply{Type: TypeHistory, ID: req.ID, Room: room, Messages: msgs, Epoch: epoch, More: more})
+	reply := historyReply{Type: TypeHistory, ID: req.ID, Room: room, Epoch: epoch}
+	reply.Messages, reply.More = fit(c, msgs, len(encode(reply)), after)
+	reply.More = reply.More || more
+	h.reply(c, reply)
 	return nil
+}
+
+// headerRoom is what a reply's NATS message keeps free for its headers.
+const headerRoom = 4 << 10
+
+// fit trims a page of messages so that the reply carrying them fits in
+// one NATS message, since the bus refuses a larger one and the client
+// would get no answer at all. A page after a seq keeps its oldest
+// messages (oldest true), a page of the last ones its newest; the bool
+// says whether any was cut, which the reply's more tells the client.
+// envelope is the size of the reply without its messages.
+func fit(c *service.Conn, msgs []json.RawMessage, envelope int, oldest bool) ([]json.RawMessage, bool) {
+	room := int(c.Service().NATS().MaxPayload()) - headerRoom - envelope
+	n, size := 0, 0
+	for n < len(msgs) {
+		m := msgs[n]
+		if !oldest {
+			m = msgs[len(msgs)-1-n]
+		}
+		// Each takes its comma too. The first always goes, so that a
+		// client asking for the rest moves on.
+		if n > 0 && size+len(m)+1 > room {
+			break
+		}
+		size += len(m) + 1
+		n++
+	}
+	if n == len(msgs) {
+		return msgs, false
+	}
+	if oldest {
+		return msgs[:n], true
+	}
+	return msgs[len(msgs)-n:], true
 }
 
 // after returns up to n messages of room after seq, oldest first.

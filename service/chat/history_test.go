@@ -2,6 +2,8 @@ package chat
 
 import (
 	"context"
+	"github.com/shoal-gw/shoal/shard"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -138,6 +140,54 @@ func TestHistory(t *testing.T) {
 	j = b.mustCall(TypeJoined, map[string]any{"type": "join", "room": "lobby", "after": seqs[50], "epoch": "other", "limit": 4})
 	wantSeqs(t, "joined after from another epoch", j.History, seqs[56:])
 	b.wantError(CodeBadRequest, map[string]any{"type": "join", "room": "lobby", "limit": 0})
+}
+
+// TestHistoryFitsTheBus: a page of history larger than one NATS message
+// comes in parts, each marked more, and asking for the rest gets every
+// message once; joined's history likewise.
+func TestHistoryFitsTheBus(t *testing.T) {
+	const payload = 64 << 10
+	r := newRig(t, 1, 1, withMaxPayload(payload), withConfig(func(c *Config) { c.History = 1000 }),
+		withShard(func(c *shard.Config) { c.MaxMessage = 16 << 10 }))
+	a := r.register(r.shards[0], "alice")
+	a.join("lobby")
+	// 60 messages of 3 KiB: three times what one message of the bus holds.
+	text := strings.Repeat("x", 3<<10)
+	var seqs []uint64
+	for range 60 {
+		seqs = append(seqs, a.say("lobby", text).Seq)
+	}
+	var got []uint64
+	var pages int
+	after := uint64(0)
+	for {
+		f := a.mustCall(TypeHistory, map[string]any{"type": "history", "room": "lobby", "after": after, "limit": 1000})
+		pages++
+		if len(f.Messages) == 0 {
+			t.Fatalf("page %d after %d: no messages, more %v", pages, after, f.More)
+		}
+		got = append(got, seqsOf(f.Messages)...)
+		after = got[len(got)-1]
+		if !f.More {
+			break
+		}
+	}
+	if !slices.Equal(got, seqs) {
+		t.Fatalf("history in %d pages: seqs %v, want %v", pages, got, seqs)
+	}
+	if pages < 3 {
+		t.Fatalf("%d pages for three times a bus message", pages)
+	}
+	// The last page of 100 keeps the newest that fit, with more.
+	f := a.mustCall(TypeHistory, map[string]any{"type": "history", "room": "lobby", "limit": 100})
+	if n := len(f.Messages); n == 0 || n >= 60 || !f.More || !slices.Equal(seqsOf(f.Messages), seqs[60-n:]) {
+		t.Fatalf("last page: %d messages, more %v", n, f.More)
+	}
+	b := r.register(r.shards[0], "bob")
+	j := b.mustCall(TypeJoined, map[string]any{"type": "join", "room": "lobby", "after": 0, "epoch": f.Epoch})
+	if n := len(j.History); n == 0 || n >= 60 || !j.More || !slices.Equal(seqsOf(j.History), seqs[:n]) {
+		t.Fatalf("joined after 0: %d messages, more %v", n, j.More)
+	}
 }
 
 // TestHistoryKeepsLast checks that a room keeps only its last History

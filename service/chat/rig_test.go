@@ -29,16 +29,17 @@ var key = auth.Key("0123456789abcdef0123456789abcdef")
 
 // rig is a real NATS server with chat instances and shards on it.
 type rig struct {
-	t         testing.TB
-	url       string
-	nats      *bus.Embedded
-	dir       string // the NATS store directory
-	instances []*instance
-	shards    []*testShard
-	cfg       Config // template for instances
-	beat      time.Duration
-	shardCfg  func(*shard.Config) // changes every shard's Config, if set
-	ncs       []*nats.Conn        // every connection made by connect
+	t          testing.TB
+	url        string
+	nats       *bus.Embedded
+	dir        string // the NATS store directory
+	instances  []*instance
+	shards     []*testShard
+	cfg        Config // template for instances
+	beat       time.Duration
+	shardCfg   func(*shard.Config) // changes every shard's Config, if set
+	maxPayload int32               // the NATS server's max_payload; 0: its default
+	ncs        []*nats.Conn        // every connection made by connect
 }
 
 type instance struct {
@@ -64,6 +65,9 @@ func withConfig(f func(*Config)) rigOption { return func(r *rig) { f(&r.cfg) } }
 
 // withShard changes the Config of every shard.
 func withShard(f func(*shard.Config)) rigOption { return func(r *rig) { r.shardCfg = f } }
+
+// withMaxPayload sets the NATS server's largest message.
+func withMaxPayload(n int32) rigOption { return func(r *rig) { r.maxPayload = n } }
 
 // withBeat sets the shards' heartbeat interval.
 func withBeat(d time.Duration) rigOption { return func(r *rig) { r.beat = d } }
@@ -93,7 +97,7 @@ func newRig(t testing.TB, instances, shards int, opts ...rigOption) *rig {
 // rig's store directory.
 func (r *rig) startNATS(port int) {
 	r.t.Helper()
-	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: port, StoreDir: r.dir, JetStream: true})
+	e, err := bus.StartEmbedded(bus.EmbeddedConfig{Port: port, StoreDir: r.dir, JetStream: true, MaxPayload: r.maxPayload})
 	if err != nil {
 		r.t.Fatalf("start NATS: %v", err)
 	}

@@ -107,10 +107,10 @@ func (h *Handler) join(ctx context.Context, c *service.Conn, req *request) error
 	if err != nil {
 		return err
 	}
-	h.reply(c, joinedReply{
-		Type: TypeJoined, ID: req.ID, Room: room, Members: members, Rev: snap,
-		History: msgs, Epoch: epoch, More: more,
-	})
+	reply := joinedReply{Type: TypeJoined, ID: req.ID, Room: room, Members: members, Rev: snap, Epoch: epoch}
+	reply.History, reply.More = fit(c, msgs, len(encode(reply)), req.After != nil && req.Epoch == epoch)
+	reply.More = reply.More || more
+	h.reply(c, reply)
 	if add.first {
 		h.publishPresence(room, user, EventJoin, add.rev)
 	}
