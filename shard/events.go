@@ -57,8 +57,11 @@ func (s *Shard) dispatch() {
 // the batch out and answers the joins waiting when nothing else waits.
 func (s *Shard) apply(m *nats.Msg) {
 	s.cork = len(s.inbox) > 0
+	if s.cork && len(s.corked) == 0 {
+		s.corkStart = time.Now()
+	}
 	s.handle(m)
-	if len(s.corked) > 0 && (len(s.inbox) == 0 || s.corkMsgs >= corkMaxMsgs || s.corkBytes >= s.corkMaxBytes()) {
+	if len(s.corked) > 0 && (len(s.inbox) == 0 || s.corkMsgs >= corkMaxMsgs || time.Since(s.corkStart) >= corkMaxDelay) {
 		s.uncork()
 	}
 	if len(s.pendingJoins) > 0 && len(s.inbox) == 0 {

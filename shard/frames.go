@@ -46,6 +46,3 @@ func (f *frames) forConn(c *conn) []byte {
 	}
 	return f.plain
 }
-
-// size is the bytes of the frames built.
-func (f *frames) size() int { return len(f.plain) + len(f.deflated) }

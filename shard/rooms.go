@@ -156,7 +156,7 @@ func (s *Shard) fanout(m *nats.Msg) {
 	for _, c := range r.members {
 		s.deliver(c, f.forConn(c))
 	}
-	s.countCork(f.size())
+	s.countCork()
 	s.stats.messagesOut.Add(uint64(len(r.members)))
 }
 
@@ -168,7 +168,7 @@ func (s *Shard) broadcast(m *nats.Msg) {
 	for _, c := range s.conns {
 		s.deliver(c, f.forConn(c))
 	}
-	s.countCork(f.size())
+	s.countCork()
 	s.stats.messagesOut.Add(uint64(len(s.conns)))
 }
 

@@ -191,7 +191,7 @@ type Shard struct {
 	cork      bool
 	corked    []*conn
 	corkMsgs  int
-	corkBytes int
+	corkStart time.Time // when the batch's first frame was queued
 
 	stats stats
 

@@ -685,3 +685,50 @@ func TestFanoutBatches(t *testing.T) {
 	}
 	t.Logf("%d frames in %d writes", frames, writes)
 }
+
+// A member gets only its own room's share of the messages, so a batch is
+// bounded per connection: with messages spread over many rooms each member
+// still gets its frames in few writes.
+func TestFanoutBatchesPerMember(t *testing.T) {
+	h := startShard(t, nil)
+	const rooms, n = 10, 400
+	var clients []*testClient
+	for i := range rooms {
+		c, id := h.connect("/ws/echo")
+		if e := h.command(id, bus.CmdJoin, map[string]string{bus.HeaderRoom: fmt.Sprint("r", i)}, nil); e != "" {
+			t.Fatalf("join: %s", e)
+		}
+		clients = append(clients, c)
+	}
+	before := h.s.Stats()
+	h.s.roomsMu.Lock()
+	for i := range n {
+		must(t, h.nc.Publish(h.subj.Room(fmt.Sprint("r", i%rooms)), []byte(fmt.Sprint("m", i))))
+	}
+	must(t, h.nc.Flush())
+	waitFor(t, "the inbox to fill", func() bool { return len(h.s.inbox) >= n-1 })
+	h.s.roomsMu.Unlock()
+
+	for i, c := range clients {
+		for j := i; j < n; j += rooms {
+			if _, p := c.readMessage(); string(p) != fmt.Sprint("m", j) {
+				t.Fatalf("client %d got %q, want m%d", i, p, j)
+			}
+		}
+	}
+	var frames, writes uint64
+	waitFor(t, "every frame counted", func() bool {
+		after := h.s.Stats()
+		frames, writes = after.FramesOut-before.FramesOut, after.Writes-before.Writes
+		return frames >= n
+	})
+	if frames != n {
+		t.Fatalf("%d frames out, want %d", frames, n)
+	}
+	// Each member's 40 frames: a batch bounded by 32 messages over all
+	// rooms would take 3 or 4 frames a write.
+	if writes*10 > frames {
+		t.Fatalf("%d writes for %d frames: not batched per member", writes, frames)
+	}
+	t.Logf("%d frames in %d writes", frames, writes)
+}

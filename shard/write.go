@@ -17,11 +17,17 @@ import (
 // maxIovec bounds the frames coalesced into one writev.
 const maxIovec = 64
 
-// A batch of fan-out frames (see deliver) is written once it holds
-// corkMaxMsgs bus messages, or corkMaxBytes of frames (at most a quarter
-// of the outbound queue, so a batch alone never overflows a queue).
+// A batch of fan-out frames (see deliver) lasts while bus messages wait in
+// the inbox, for at most corkMaxMsgs of them or corkMaxDelay. Within it a
+// connection's frames are written once it holds maxIovec of them or
+// corkMaxBytes (at most a quarter of the outbound queue, so a batch alone
+// never overflows a queue). The bounds are per connection because a member
+// gets only its rooms' share of the messages: with many rooms, a batch
+// bounded by messages alone would give each member a frame or two per
+// syscall.
 const (
-	corkMaxMsgs  = maxIovec / 2
+	corkMaxMsgs  = 1024
+	corkMaxDelay = 50 * time.Millisecond
 	corkMaxBytes = 64 << 10
 )
 
@@ -29,10 +35,11 @@ func (s *Shard) corkMaxBytes() int { return min(corkMaxBytes, s.cfg.MaxQueue/4) 
 
 // deliver writes a fan-out frame to c from the dispatcher. While more bus
 // messages wait in the inbox, the frame is only queued and c joins the
-// batch; the batch is written when the inbox runs dry or the batch is
-// full, one writev per connection for all of its frames instead of one
-// write per frame. An idle gateway writes at once; a busy one spends far
-// fewer syscalls per delivery, which is where fan-out time goes.
+// batch; the batch is written when the inbox runs dry or the batch ends,
+// one writev per connection for all of its frames instead of one write
+// per frame. An idle gateway writes at once; a busy one spends far fewer
+// syscalls per delivery, which is where fan-out time goes (on both ends of
+// the socket: the reader wakes once per batch too).
 func (s *Shard) deliver(c *conn, frame []byte) {
 	if !s.cork {
 		c.write(frame)
@@ -45,15 +52,17 @@ func (s *Shard) deliver(c *conn, frame []byte) {
 			c.corked = true
 			s.corked = append(s.corked, c)
 		}
+		if len(c.out) >= maxIovec || c.outBytes >= s.corkMaxBytes() {
+			c.flushLocked()
+		}
 	}
 	c.mu.Unlock()
 }
 
-// countCork accounts a fan-out message, framed in n bytes, in the batch.
-func (s *Shard) countCork(n int) {
+// countCork accounts a fan-out message in the batch.
+func (s *Shard) countCork() {
 	if s.cork {
 		s.corkMsgs++
-		s.corkBytes += n
 	}
 }
 
@@ -67,7 +76,7 @@ func (s *Shard) uncork() {
 		s.corked[i] = nil
 	}
 	s.corked = s.corked[:0]
-	s.corkMsgs, s.corkBytes = 0, 0
+	s.corkMsgs = 0
 }
 
 func timeDuration(ns int64) time.Duration { return time.Duration(ns) }
