@@ -54,4 +54,7 @@ type ShardStats struct {
 	Dropped    map[string]uint64 `json:"dropped,omitempty"`
 	BusErrors  uint64            `json:"bus_errors"`
 	BusDropped uint64            `json:"bus_dropped"`
+	// ReadStalls counts the times the read path waited for the worker's
+	// dispatcher to catch up (see the shard's inboxHigh).
+	ReadStalls uint64 `json:"read_stalls"`
 }

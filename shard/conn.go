@@ -211,6 +211,7 @@ func (t *readTask) Run() {
 	discard := c.failed
 	c.mu.Unlock()
 
+	s.awaitInbox()
 	bp := s.readBufs.Get().(*[]byte)
 	buf := *bp
 	var (

@@ -53,6 +53,25 @@ func (s *Shard) dispatch() {
 	}
 }
 
+// awaitInbox holds a reader while the dispatcher is behind (see inboxHigh).
+// It blocks a pool goroutine, which is the point: with every reader held,
+// the pool's queue fills and the poller stops too, while the dispatcher,
+// which needs neither, drains the inbox.
+func (s *Shard) awaitInbox() {
+	if len(s.inbox) < inboxHigh {
+		return
+	}
+	s.stats.readStalls.Add(1)
+	for len(s.inbox) >= inboxLow {
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
 // apply handles one bus message on the dispatcher goroutine, then writes
 // the batch out and answers the joins waiting when nothing else waits.
 func (s *Shard) apply(m *nats.Msg) {

@@ -47,6 +47,18 @@ const maxReadsPerEvent = 4
 // delivered them.
 const inboxSize = 1 << 16
 
+// Past inboxHigh messages waiting in the inbox, the read path stops reading
+// clients until the dispatcher is back under inboxLow (see awaitInbox).
+// What clients send mostly comes back as commands (an echo, a chat's
+// answer): a worker that read on while its dispatcher fell behind would
+// fill the inbox, and NATS drops what does not fit. Waiting instead leaves
+// the clients' bytes in their sockets, and TCP slows them down. The
+// headroom above inboxHigh holds the answers already on their way.
+const (
+	inboxHigh = inboxSize / 4
+	inboxLow  = inboxSize / 8
+)
+
 // Config configures a Shard. ID, NATS and Addr (or Listener) are required;
 // every other zero value means its default.
 type Config struct {

@@ -732,3 +732,49 @@ func TestFanoutBatchesPerMember(t *testing.T) {
 	}
 	t.Logf("%d frames in %d writes", frames, writes)
 }
+
+// While the dispatcher is behind, the read path leaves what clients send in
+// their sockets instead of adding to the backlog the dispatcher will get
+// back as commands, which NATS would drop once the inbox is full.
+func TestReadWaitsForDispatcher(t *testing.T) {
+	h := startShard(t, nil)
+	member, id := h.connect("/ws/echo")
+	if e := h.command(id, bus.CmdJoin, map[string]string{bus.HeaderRoom: "r"}, nil); e != "" {
+		t.Fatalf("join: %s", e)
+	}
+	sender, _ := h.connect("/ws/echo")
+	const n = inboxHigh + 100
+	h.s.roomsMu.Lock()
+	locked := true
+	unlock := func() {
+		if locked {
+			locked = false
+			h.s.roomsMu.Unlock()
+		}
+	}
+	defer unlock() // a failure below must not leave the dispatcher stuck
+	for range n {
+		must(t, h.nc.Publish(h.subj.Room("r"), []byte("x")))
+	}
+	must(t, h.nc.Flush())
+	waitFor(t, "the inbox past its high mark", func() bool { return len(h.s.inbox) >= inboxHigh })
+	sender.send(ws.OpText, true, []byte("waits"))
+	waitFor(t, "the read to stall", func() bool { return h.s.stats.readStalls.Load() == 1 })
+	select {
+	case m := <-h.evs:
+		t.Fatalf("event %v %q while the dispatcher was behind", m.Header, m.Data)
+	case <-time.After(100 * time.Millisecond):
+	}
+	unlock()
+	if m := h.event(bus.EventMessage); string(m.Data) != "waits" {
+		t.Fatalf("message %q, want waits", m.Data)
+	}
+	for i := range n {
+		if _, p := member.readMessage(); string(p) != "x" {
+			t.Fatalf("room message %d: %q", i, p)
+		}
+	}
+	if d := h.s.Stats().BusDropped; d != 0 {
+		t.Fatalf("%d bus messages dropped", d)
+	}
+}

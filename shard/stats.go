@@ -53,6 +53,7 @@ type stats struct {
 	bytesOut     atomic.Uint64
 	busErrors    atomic.Uint64
 	unknownConn  atomic.Uint64
+	readStalls   atomic.Uint64
 	serverCloses [numCloseReasons]atomic.Uint64
 	dropped      [numDropReasons]atomic.Uint64
 
@@ -96,6 +97,7 @@ func (s *Shard) Stats() bus.ShardStats {
 		MessagesOut: st.messagesOut.Load(),
 		BusErrors:   st.busErrors.Load(),
 		BusDropped:  s.busDropped(),
+		ReadStalls:  st.readStalls.Load(),
 		Rejected:    make(map[string]uint64),
 		Closes:      make(map[string]uint64),
 	}

@@ -139,12 +139,13 @@ var (
 	descDropped  = prometheus.NewDesc("shoal_messages_dropped_total", "Messages dropped, by reason: rate_limit (from clients past their rate), queue_full (to slow clients of drop-oldest services).", append(labels, "reason"), nil)
 	descBusErr   = prometheus.NewDesc("shoal_bus_errors_total", "Failed bus operations on a worker.", labels, nil)
 	descBusDrop  = prometheus.NewDesc("shoal_bus_dropped_total", "Bus messages dropped because a worker fell behind.", labels, nil)
+	descStalls   = prometheus.NewDesc("shoal_read_stalls_total", "Times a worker stopped reading its clients until its bus inbox drained.", labels, nil)
 	descRestarts = prometheus.NewDesc("shoal_child_restarts_total", "Children restarted after dying.", []string{"role", "service", "slot"}, nil)
 	descLastBeat = prometheus.NewDesc("shoal_worker_heartbeat_age_seconds", "Time since a worker's last life record.", labels, nil)
 )
 
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConns, descRooms, descUpgrades, descRejected, descFrames, descWrites, descBytes, descMessages, descCloses, descSrvClose, descDropped, descBusErr, descBusDrop, descRestarts, descLastBeat} {
+	for _, d := range []*prometheus.Desc{descConns, descRooms, descUpgrades, descRejected, descFrames, descWrites, descBytes, descMessages, descCloses, descSrvClose, descDropped, descBusErr, descBusDrop, descStalls, descRestarts, descLastBeat} {
 		ch <- d
 	}
 }
@@ -205,6 +206,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(descBusErr, st.BusErrors)
 		counter(descBusDrop, st.BusDropped)
+		counter(descStalls, st.ReadStalls)
 	}
 }
 
