@@ -203,7 +203,7 @@ type Shard struct {
 	cork      bool
 	corked    []*conn
 	corkMsgs  int
-	corkStart time.Time // when the batch's first frame was queued
+	corkStart time.Time // when the dispatcher took the message that began the batch
 
 	stats stats
 

@@ -630,6 +630,23 @@ func TestAnswersBeforeProtocolClose(t *testing.T) {
 	}
 }
 
+// framesWritten waits until the shard has counted want frames out since
+// before, and returns them with the writes that carried them. A writer
+// counts its frames once its syscall returned, which can be just after the
+// client read them.
+func (h *harness) framesWritten(before bus.ShardStats, want uint64) (frames, writes uint64) {
+	h.t.Helper()
+	waitFor(h.t, "every frame counted", func() bool {
+		after := h.s.Stats()
+		frames, writes = after.FramesOut-before.FramesOut, after.Writes-before.Writes
+		return frames >= want
+	})
+	if frames != want {
+		h.t.Fatalf("%d frames out, want %d", frames, want)
+	}
+	return frames, writes
+}
+
 // TestFanoutBatches: room messages that pile up in the inbox are written
 // to each member in batches, one writev for many frames, and still arrive
 // complete and in order, interleaved with broadcasts as published.
@@ -668,17 +685,7 @@ func TestFanoutBatches(t *testing.T) {
 			}
 		}
 	}
-	// A writer counts its frames once its syscall returned, which can be
-	// just after the client read them.
-	var frames, writes uint64
-	waitFor(t, "every frame counted", func() bool {
-		after := h.s.Stats()
-		frames, writes = after.FramesOut-before.FramesOut, after.Writes-before.Writes
-		return frames >= 3*n
-	})
-	if frames != 3*n {
-		t.Fatalf("%d frames out, want %d", frames, 3*n)
-	}
+	frames, writes := h.framesWritten(before, 3*n)
 	// One message at a time would take a write per frame.
 	if writes*4 > frames {
 		t.Fatalf("%d writes for %d frames: not batched", writes, frames)
@@ -716,15 +723,7 @@ func TestFanoutBatchesPerMember(t *testing.T) {
 			}
 		}
 	}
-	var frames, writes uint64
-	waitFor(t, "every frame counted", func() bool {
-		after := h.s.Stats()
-		frames, writes = after.FramesOut-before.FramesOut, after.Writes-before.Writes
-		return frames >= n
-	})
-	if frames != n {
-		t.Fatalf("%d frames out, want %d", frames, n)
-	}
+	frames, writes := h.framesWritten(before, n)
 	// Each member's 40 frames: a batch bounded by 32 messages over all
 	// rooms would take 3 or 4 frames a write.
 	if writes*10 > frames {
