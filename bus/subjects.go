@@ -9,9 +9,11 @@ import (
 // DefaultPrefix is the first token of every subject unless configured otherwise.
 const DefaultPrefix = "shoal"
 
-// Header names. Metadata travels in headers, never in the payload, so a shard
-// never parses a payload on the fan-out path. NATS header names are
-// case-sensitive on the wire: use them exactly as written.
+// Header names. Metadata travels in headers, except in the compact form of
+// message events and send commands (compact.go); room and all messages are
+// always verbatim, so a shard never parses a payload on the fan-out path.
+// NATS header names are case-sensitive on the wire: use them exactly as
+// written.
 const (
 	// HeaderConn carries the connection id "<shard>.<conn>".
 	HeaderConn = "Shoal-Conn"

@@ -30,7 +30,7 @@ func BenchmarkConnSend(b *testing.B) {
 	}
 }
 
-func benchmarkDispatch(b *testing.B, workers int) {
+func benchmarkDispatch(b *testing.B, workers int, headers bool) {
 	snc, tnc := testBus(b)
 	var handled atomic.Int64
 	runService(b, snc, service.Config{Name: "bench", Workers: workers}, service.Funcs{
@@ -44,14 +44,22 @@ func benchmarkDispatch(b *testing.B, workers int) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))
 	n := 0
+	var buf []byte
 	for b.Loop() {
-		event(b, tnc, "bench", bus.EventMessage, ids[n%len(ids)], data)
+		if headers {
+			event(b, tnc, "bench", bus.EventMessage, ids[n%len(ids)], data)
+		} else {
+			buf = bus.AppendCompactMessage(buf[:0], ids[n%len(ids)], "", false, data)
+			compact(b, tnc, "bench", buf)
+		}
 		n++
 	}
 	waitFor(b, "all events handled", func() bool { return handled.Load() == int64(n) })
 }
 
-// BenchmarkDispatch measures an event from publish to handler through a real
-// NATS server, spread over 64 connections.
-func BenchmarkDispatch_1Worker(b *testing.B)  { benchmarkDispatch(b, 1) }
-func BenchmarkDispatch_4Workers(b *testing.B) { benchmarkDispatch(b, 4) }
+// BenchmarkDispatch measures a message event from publish to handler
+// through a real NATS server, spread over 64 connections: in the compact
+// form shards publish, and (Headers) in the header form.
+func BenchmarkDispatch_1Worker(b *testing.B)        { benchmarkDispatch(b, 1, false) }
+func BenchmarkDispatch_4Workers(b *testing.B)       { benchmarkDispatch(b, 4, false) }
+func BenchmarkDispatchHeaders_1Worker(b *testing.B) { benchmarkDispatch(b, 1, true) }

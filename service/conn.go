@@ -52,15 +52,10 @@ func (c *Conn) Path() string { return c.path }
 
 // Send sends one message to the connection. It does not wait for the shard.
 func (c *Conn) Send(op Opcode, data []byte) error {
-	opv, err := opcodeValue(op)
-	if err != nil {
+	if _, err := opcodeValue(op); err != nil {
 		return err
 	}
-	return c.svc.publish(c.svc.subjects.Shard(c.shard), nats.Header{
-		bus.HeaderCmd:    {bus.CmdSend},
-		bus.HeaderConn:   {c.id},
-		bus.HeaderOpcode: {opv},
-	}, data)
+	return c.svc.send(c, op == Binary, data)
 }
 
 // Join adds the connection to room and returns once the shard confirmed

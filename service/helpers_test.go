@@ -55,11 +55,7 @@ func runService(t testing.TB, nc *nats.Conn, cfg service.Config, h service.Handl
 func fakeShard(t testing.TB, nc *nats.Conn, prefix, id string) <-chan *nats.Msg {
 	t.Helper()
 	ch := make(chan *nats.Msg, 1024)
-	sub, err := nc.ChanSubscribe(bus.Subjects{Prefix: prefix}.Shard(id), ch)
-	if err != nil {
-		t.Fatalf("subscribe shard %s: %v", id, err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	bustest.Subscribe(t, nc, bus.Subjects{Prefix: prefix}.Shard(id), ch)
 	if err := nc.Flush(); err != nil {
 		t.Fatalf("flush: %v", err)
 	}
@@ -97,6 +93,15 @@ func event(t testing.TB, nc *nats.Conn, svc, ev, conn string, data []byte, kv ..
 	m := &nats.Msg{Subject: bus.Subjects{}.Service(svc), Header: h, Data: data}
 	if err := nc.PublishMsg(m); err != nil {
 		t.Fatalf("publish event: %v", err)
+	}
+}
+
+// compact publishes payload on svc's subject without headers: a message
+// event in the compact form, or garbage claiming to be one.
+func compact(t testing.TB, nc *nats.Conn, svc string, payload []byte) {
+	t.Helper()
+	if err := nc.Publish(bus.Subjects{}.Service(svc), payload); err != nil {
+		t.Fatalf("publish compact event: %v", err)
 	}
 }
 

@@ -175,6 +175,8 @@ type Service struct {
 	queues []chan *nats.Msg
 	sub    atomic.Pointer[nats.Subscription]
 
+	shardSubjects sync.Map // shard id -> its command subject
+
 	events    atomic.Uint64
 	malformed atomic.Uint64
 	dropped   atomic.Uint64
@@ -370,11 +372,23 @@ func (s *Service) Run(ctx context.Context) error {
 // route runs on the subscription's single callback goroutine and hands an
 // event to the worker owning its connection.
 func (s *Service) route(m *nats.Msg) {
-	id := m.Header.Get(bus.HeaderConn)
-	if id == "" {
-		s.malformed.Add(1)
-		s.log.Debug("service: event without "+bus.HeaderConn, "subject", m.Subject)
-		return
+	var h uint32
+	if m.Header == nil {
+		cm, err := bus.ParseCompact(m.Data)
+		if err != nil || cm.Kind != bus.CompactMessage {
+			s.malformed.Add(1)
+			s.log.Debug("service: malformed compact event", "subject", m.Subject, "err", err)
+			return
+		}
+		h = connHash(cm.Conn)
+	} else {
+		id := m.Header.Get(bus.HeaderConn)
+		if id == "" {
+			s.malformed.Add(1)
+			s.log.Debug("service: event without "+bus.HeaderConn, "subject", m.Subject)
+			return
+		}
+		h = connHash(id)
 	}
 	s.mu.RLock()
 	if s.closed {
@@ -382,12 +396,13 @@ func (s *Service) route(m *nats.Msg) {
 		s.dropped.Add(1)
 		return
 	}
-	s.queues[connHash(id)%uint32(len(s.queues))] <- m
+	s.queues[h%uint32(len(s.queues))] <- m
 	s.mu.RUnlock()
 }
 
-// connHash is 32-bit FNV-1a, inline so routing allocates nothing.
-func connHash(s string) uint32 {
+// connHash is 32-bit FNV-1a, inline so routing allocates nothing. Both
+// forms of an event hash the same id alike, so they share a worker.
+func connHash[T string | []byte](s T) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(s); i++ {
 		h ^= uint32(s[i])
@@ -398,6 +413,10 @@ func connHash(s string) uint32 {
 
 // handle runs on a worker and calls the Handler for one event.
 func (s *Service) handle(m *nats.Msg) {
+	if m.Header == nil {
+		s.handleCompact(m)
+		return
+	}
 	hd := m.Header
 	id := hd.Get(bus.HeaderConn)
 	shard, _, err := bus.ParseConnID(id)
@@ -445,6 +464,24 @@ func (s *Service) handle(m *nats.Msg) {
 	default:
 		s.badEvent(m, "bad "+bus.HeaderEvent)
 	}
+}
+
+// handleCompact handles a message event in the compact form; route
+// already checked that it parses.
+func (s *Service) handleCompact(m *nats.Msg) {
+	cm, _ := bus.ParseCompact(m.Data)
+	id := string(cm.Conn)
+	shard, _, err := bus.ParseConnID(id)
+	if err != nil {
+		s.badEvent(m, "bad connection id")
+		return
+	}
+	op := Text
+	if cm.Binary {
+		op = Binary
+	}
+	s.events.Add(1)
+	s.h.Message(&Conn{id: id, shard: shard, user: string(cm.User), svc: s}, op, cm.Data)
 }
 
 func (s *Service) badEvent(m *nats.Msg, why string) {
@@ -508,6 +545,40 @@ func (s *Service) Conn(id string) (*Conn, error) {
 	}
 	return &Conn{id: id, shard: shard, svc: s}, nil
 }
+
+// shardSubject is Subjects.Shard, remembered: a service sends to few
+// shards, and building the subject per Send was an allocation per message.
+func (s *Service) shardSubject(shard string) string {
+	if v, ok := s.shardSubjects.Load(shard); ok {
+		return v.(string)
+	}
+	subj := s.subjects.Shard(shard)
+	s.shardSubjects.Store(shard, subj)
+	return subj
+}
+
+// send publishes a compact send command built in a pooled buffer, which
+// nats.go copies before Publish returns.
+func (s *Service) send(c *Conn, binary bool, data []byte) error {
+	bp := sendBufs.Get().(*[]byte)
+	b := bus.AppendCompactSend((*bp)[:0], c.id, binary, data)
+	subject := s.shardSubject(c.shard)
+	err := s.nc.Publish(subject, b)
+	if cap(b) <= sendBufMax {
+		*bp = b
+		sendBufs.Put(bp)
+	}
+	if err != nil {
+		return fmt.Errorf("service: publish %s: %w", subject, err)
+	}
+	return nil
+}
+
+// sendBufs holds *[]byte for send; buffers grown past sendBufMax by a
+// large message are not kept.
+var sendBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+const sendBufMax = 64 << 10
 
 func (s *Service) publish(subject string, h nats.Header, data []byte) error {
 	if err := s.nc.PublishMsg(&nats.Msg{Subject: subject, Header: h, Data: data}); err != nil {

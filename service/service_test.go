@@ -82,6 +82,9 @@ func TestEventsReachHandler(t *testing.T) {
 	event(t, tnc, "rec", bus.EventMessage, "s1.7", []byte("hi"))
 	event(t, tnc, "rec", bus.EventMessage, "s1.7", []byte{0, 1}, bus.HeaderOpcode, bus.OpcodeBinary)
 	event(t, tnc, "rec", bus.EventMessage, "s1.7", []byte("t"), bus.HeaderOpcode, bus.OpcodeText, bus.HeaderUser, "bob")
+	// The compact form, as shards publish message events, in order with the rest.
+	compact(t, tnc, "rec", bus.AppendCompactMessage(nil, "s1.7", "", false, []byte("c")))
+	compact(t, tnc, "rec", bus.AppendCompactMessage(nil, "s1.7", "cy", true, []byte{2}))
 	event(t, tnc, "rec", bus.EventClose, "s1.7", nil, bus.HeaderCloseCode, "4000", bus.HeaderCloseReason, "bye")
 
 	want := []seen{
@@ -89,6 +92,8 @@ func TestEventsReachHandler(t *testing.T) {
 		{ev: "message", id: "s1.7", op: service.Text, data: "hi"},
 		{ev: "message", id: "s1.7", op: service.Binary, data: "\x00\x01"},
 		{ev: "message", id: "s1.7", user: "bob", op: service.Text, data: "t"},
+		{ev: "message", id: "s1.7", op: service.Text, data: "c"},
+		{ev: "message", id: "s1.7", user: "cy", op: service.Binary, data: "\x02"},
 		{ev: "close", id: "s1.7", code: 4000, reason: "bye"},
 	}
 	for i, w := range want {
@@ -407,13 +412,16 @@ func TestMalformedEventsAreSkipped(t *testing.T) {
 	event(t, tnc, "bad", "reopen", "s1.1", nil)
 	event(t, tnc, "bad", "", "s1.1", nil)
 	event(t, tnc, "bad", bus.EventMessage, "s1.1", []byte("x"), bus.HeaderOpcode, "ping")
+	compact(t, tnc, "bad", []byte("mt\x04s1.1"))                                   // no user length
+	compact(t, tnc, "bad", bus.AppendCompactMessage(nil, "nodot", "", false, nil)) // bad conn id
+	compact(t, tnc, "bad", bus.AppendCompactSend(nil, "s1.1", false, nil))         // a command, not an event
 	event(t, tnc, "bad", bus.EventMessage, "s1.1", []byte("fine"))
 
 	got := recv(t, ch, "the well-formed event")
 	if got.data != "fine" {
 		t.Errorf("handler got %+v, want only the well-formed message", got)
 	}
-	waitFor(t, "malformed count", func() bool { return s.Stats().Malformed == 5 })
+	waitFor(t, "malformed count", func() bool { return s.Stats().Malformed == 8 })
 	if st := s.Stats(); st.Events != 1 {
 		t.Errorf("Stats = %+v, want 1 event", st)
 	}

@@ -101,6 +101,10 @@ func (s *Shard) handle(m *nats.Msg) {
 
 // command applies one command of the bus contract to a connection.
 func (s *Shard) command(m *nats.Msg) {
+	if m.Header == nil {
+		s.compactSend(m)
+		return
+	}
 	c := s.lookup(header(m, bus.HeaderConn))
 	if c == nil {
 		s.stats.unknownConn.Add(1)
@@ -109,7 +113,7 @@ func (s *Shard) command(m *nats.Msg) {
 	}
 	switch header(m, bus.HeaderCmd) {
 	case bus.CmdSend:
-		f := frames{m: m}
+		f := framesOf(m)
 		c.write(f.forConn(c))
 		s.stats.messagesOut.Add(1)
 		s.reply(m, nil)
@@ -150,6 +154,36 @@ func (s *Shard) command(m *nats.Msg) {
 	default:
 		s.reply(m, errBadCommand)
 	}
+}
+
+// compactBufMax is the largest event buffer kept for reuse.
+const compactBufMax = 64 << 10
+
+// compactSend applies a send command in the compact form (see bus.Compact).
+func (s *Shard) compactSend(m *nats.Msg) {
+	cm, err := bus.ParseCompact(m.Data)
+	if err != nil || cm.Kind != bus.CompactSend {
+		s.reply(m, errBadCommand)
+		return
+	}
+	var c *conn
+	if id, ok := bus.ConnIn(cm.Conn, s.cfg.ID); ok {
+		s.connsMu.RLock()
+		c = s.conns[id]
+		s.connsMu.RUnlock()
+	}
+	if c == nil {
+		s.stats.unknownConn.Add(1)
+		s.reply(m, errNoConn)
+		return
+	}
+	f := frames{data: cm.Data, op: ws.OpText}
+	if cm.Binary {
+		f.op = ws.OpBinary
+	}
+	c.write(f.forConn(c))
+	s.stats.messagesOut.Add(1)
+	s.reply(m, nil)
 }
 
 // lookup finds a connection of this shard by its bus id.
@@ -231,7 +265,19 @@ func (s *Shard) publishOpen(c *conn, uri string) error {
 	return s.publish(m)
 }
 
+// publishMessage publishes a message event in the compact form, built in
+// a pooled buffer: nats.go copies it before Publish returns.
 func (s *Shard) publishMessage(c *conn, user string, op ws.OpCode, p []byte) error {
+	if len(user) <= bus.MaxCompactUser {
+		bp := s.compactBufs.Get().(*[]byte)
+		b := bus.AppendCompactMessage((*bp)[:0], c.cid, user, op == ws.OpBinary, p)
+		err := s.nc.Publish(c.route.subject, b)
+		if cap(b) <= compactBufMax {
+			*bp = b
+			s.compactBufs.Put(bp)
+		}
+		return err
+	}
 	m := s.event(c.route.subject, eventMessage, c.cid, user)
 	if op == ws.OpBinary {
 		m.Header[bus.HeaderOpcode] = opcodeBinary

@@ -16,33 +16,36 @@ import (
 // Both are built on first need: a room whose members all compress never
 // frames the plain variant, and one where none does never compresses.
 type frames struct {
-	m        *nats.Msg
+	data     []byte
+	op       ws.OpCode
 	plain    []byte
 	deflated []byte
 	tried    bool // compression was tried; deflated is nil if it did not pay
 }
 
-func (f *frames) opcode() ws.OpCode {
-	if header(f.m, bus.HeaderOpcode) == bus.OpcodeBinary {
-		return ws.OpBinary
+// framesOf frames a message in the header form: a room, all or send message.
+func framesOf(m *nats.Msg) frames {
+	op := ws.OpText
+	if header(m, bus.HeaderOpcode) == bus.OpcodeBinary {
+		op = ws.OpBinary
 	}
-	return ws.OpText
+	return frames{data: m.Data, op: op}
 }
 
 // forConn is the frame to write to c.
 func (f *frames) forConn(c *conn) []byte {
-	if n := len(f.m.Data); c.deflate != 0 && n >= wire.MinDeflate && (c.deflate >= wire.DeflateWindowBits || n <= 1<<c.deflate) {
+	if n := len(f.data); c.deflate != 0 && n >= wire.MinDeflate && (c.deflate >= wire.DeflateWindowBits || n <= 1<<c.deflate) {
 		if !f.tried {
 			f.tried = true
-			f.deflated, _ = wire.AppendDeflatedFrame(nil, f.opcode(), f.m.Data)
+			f.deflated, _ = wire.AppendDeflatedFrame(nil, f.op, f.data)
 		}
 		if f.deflated != nil {
 			return f.deflated
 		}
 	}
 	if f.plain == nil {
-		p := f.m.Data
-		f.plain = wire.AppendFrame(make([]byte, 0, wire.HeaderLen(len(p), false)+len(p)), f.opcode(), true, p)
+		p := f.data
+		f.plain = wire.AppendFrame(make([]byte, 0, wire.HeaderLen(len(p), false)+len(p)), f.op, true, p)
 	}
 	return f.plain
 }

@@ -53,14 +53,7 @@ func FuzzCommand(f *testing.F) {
 	} {
 		f.Add(s.cmd, s.conn, s.room, s.opcode, s.code, s.reason, s.user, s.key, s.value, s.data, s.reply, s.twice)
 	}
-	srv := bustest.RunServer(f)
-	nc := bustest.Connect(f, srv.ClientURL())
-	// Started without Start: no dispatcher runs, the fuzz function is it.
-	s, err := New(Config{ID: "f1", Addr: "127.0.0.1:0", NATS: nc, Services: []string{"echo"}})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(s.Close)
+	s := fuzzShard(f)
 	victim, victimPeer := fuzzConn(f, s, 1)
 	victim.user = "victim"
 	var target *conn
@@ -123,6 +116,19 @@ func FuzzCommand(f *testing.F) {
 	})
 }
 
+// fuzzShard is shard "f1" on a real bus, made without Start: no
+// dispatcher runs, the fuzz function is it.
+func fuzzShard(f *testing.F) *Shard {
+	srv := bustest.RunServer(f)
+	nc := bustest.Connect(f, srv.ClientURL())
+	s, err := New(Config{ID: "f1", Addr: "127.0.0.1:0", NATS: nc, Services: []string{"echo"}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(s.Close)
+	return s
+}
+
 // fuzzConn makes a connection of s over a socket pair, in s's table but
 // not in its poller, and returns it with the peer's end.
 func fuzzConn(t testing.TB, s *Shard, id uint64) (*conn, int) {
@@ -183,4 +189,61 @@ func checkServerFrames(p []byte) ([]byte, error) {
 		p = p[head+int(h.Length):]
 	}
 	return nil, nil
+}
+
+// FuzzCompactSend feeds header-less payloads, which a shard reads as
+// compact send commands, to the dispatcher on a shard with two connections.
+// Nothing panics, the connection a command does not name gets no byte, and
+// what reaches the named one is well-formed frames carrying the payload's
+// tail.
+func FuzzCompactSend(f *testing.F) {
+	f.Add(bus.AppendCompactSend(nil, "f1.2", false, []byte("héllo")), false)
+	f.Add(bus.AppendCompactSend(nil, "f1.2", true, []byte{0, 1, 2}), true)
+	f.Add(bus.AppendCompactSend(nil, "f1.02", false, []byte{0xff}), false)
+	f.Add(bus.AppendCompactSend(nil, "f2.2", false, []byte("x")), true)
+	f.Add(bus.AppendCompactMessage(nil, "f1.2", "bob", false, []byte("not a command")), true)
+	f.Add([]byte("st\x04f1.2"), false)
+	f.Add([]byte("st\x09f1.2"), true)
+	s := fuzzShard(f)
+	_, victimPeer := fuzzConn(f, s, 1)
+	_, targetPeer := fuzzConn(f, s, 2)
+	buf := make([]byte, 256<<10)
+	f.Fuzz(func(t *testing.T, data []byte, reply bool) {
+		if c, err := bus.ParseCompact(data); err == nil {
+			if id, ok := bus.ConnIn(c.Conn, "f1"); ok && id == 1 {
+				return // addressed to the victim
+			}
+		}
+		m := &nats.Msg{Subject: s.subj.Shard("f1"), Data: data}
+		if reply {
+			m.Reply = "_INBOX.fuzz"
+		}
+		s.apply(m)
+		if n, _ := unix.Read(victimPeer, make([]byte, 1)); n > 0 {
+			t.Fatal("bytes written to the connection the command did not name")
+		}
+		var got []byte
+		for {
+			n, _ := unix.Read(targetPeer, buf)
+			if n <= 0 {
+				break
+			}
+			got = append(got, buf[:n]...)
+		}
+		c, err := bus.ParseCompact(data)
+		id, ok := bus.ConnIn(c.Conn, "f1")
+		if err != nil || c.Kind != bus.CompactSend || !ok || id != 2 {
+			if len(got) > 0 {
+				t.Fatalf("%q is no send to f1.2 but wrote %q", data, got)
+			}
+			return
+		}
+		op := ws.OpText
+		if c.Binary {
+			op = ws.OpBinary
+		}
+		if want := wire.AppendFrame(nil, op, true, c.Data); !bytes.Equal(got, want) {
+			t.Fatalf("%q wrote %q, want the frame %q", data, got, want)
+		}
+	})
 }

@@ -152,7 +152,7 @@ func (s *Shard) fanout(m *nats.Msg) {
 	if r == nil || len(r.members) == 0 {
 		return
 	}
-	f := frames{m: m}
+	f := framesOf(m)
 	for _, c := range r.members {
 		s.deliver(c, f.forConn(c))
 	}
@@ -162,7 +162,7 @@ func (s *Shard) fanout(m *nats.Msg) {
 
 // broadcast delivers a message to every connection of the shard.
 func (s *Shard) broadcast(m *nats.Msg) {
-	f := frames{m: m}
+	f := framesOf(m)
 	s.connsMu.RLock()
 	defer s.connsMu.RUnlock()
 	for _, c := range s.conns {

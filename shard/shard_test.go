@@ -35,9 +35,7 @@ func startShard(t testing.TB, mod func(*Config)) *harness {
 	srv := bustest.RunServer(t)
 	shardNC := bustest.Connect(t, srv.ClientURL())
 	h := &harness{t: t, nc: bustest.Connect(t, srv.ClientURL()), evs: make(chan *nats.Msg, 4096)}
-	sub, err := h.nc.ChanSubscribe(h.subj.Service("echo"), h.evs)
-	must(t, err)
-	sub.SetPendingLimits(-1, -1)
+	bustest.Subscribe(t, h.nc, h.subj.Service("echo"), h.evs)
 	must(t, h.nc.Flush())
 	cfg := Config{ID: "t1", Addr: "127.0.0.1:0", NATS: shardNC, Services: []string{"echo"}}
 	if mod != nil {
@@ -56,17 +54,12 @@ func startShard(t testing.TB, mod func(*Config)) *harness {
 func (h *harness) echoService() {
 	h.t.Helper()
 	sub, err := h.nc.Subscribe(h.subj.Service("echo"), func(m *nats.Msg) {
-		if m.Header.Get(bus.HeaderEvent) != bus.EventMessage {
+		// Answer in the compact form, as the service SDK does.
+		cm, err := bus.ParseCompact(m.Data)
+		if m.Header != nil || err != nil || cm.Kind != bus.CompactMessage {
 			return
 		}
-		out := nats.NewMsg(h.subj.Shard("t1"))
-		out.Header.Set(bus.HeaderCmd, bus.CmdSend)
-		out.Header.Set(bus.HeaderConn, m.Header.Get(bus.HeaderConn))
-		if op := m.Header.Get(bus.HeaderOpcode); op != "" {
-			out.Header.Set(bus.HeaderOpcode, op)
-		}
-		out.Data = m.Data
-		h.nc.PublishMsg(out)
+		h.nc.Publish(h.subj.Shard("t1"), bus.AppendCompactSend(nil, string(cm.Conn), cm.Binary, cm.Data))
 	})
 	must(h.t, err)
 	h.t.Cleanup(func() { sub.Unsubscribe() })

@@ -36,3 +36,27 @@ func Connect(t testing.TB, url string) *nats.Conn {
 	t.Cleanup(nc.Close)
 	return nc
 }
+
+// Subscribe delivers what arrives on subject to ch in the header form
+// (bus.Expand), so a test reads message events and send commands the same
+// way whichever form carried them. A message that does not expand fails
+// the test. It blocks while ch is full, leaving the backlog in nats.go,
+// and unsubscribes when the test ends.
+func Subscribe(t testing.TB, nc *nats.Conn, subject string, ch chan<- *nats.Msg) *nats.Subscription {
+	t.Helper()
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		if err := bus.Expand(m); err != nil {
+			t.Errorf("%s: %v", subject, err)
+			return
+		}
+		ch <- m
+	})
+	if err != nil {
+		t.Fatalf("subscribe %s: %v", subject, err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		t.Fatalf("pending limits %s: %v", subject, err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return sub
+}

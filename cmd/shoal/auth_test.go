@@ -102,11 +102,7 @@ func TestTokenAtHandshake(t *testing.T) {
 	srv := bustest.RunServer(t)
 	svc := bustest.Connect(t, srv.ClientURL())
 	events := make(chan *nats.Msg, 64)
-	sub, err := svc.ChanSubscribe(bus.Subjects{}.Service("echo"), events)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sub.Unsubscribe() })
+	bustest.Subscribe(t, svc, bus.Subjects{}.Service("echo"), events)
 	if err := svc.Flush(); err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/shoal-gw/shoal/bus"
+	"github.com/shoal-gw/shoal/bus/bustest"
 	"github.com/shoal-gw/shoal/supervisor"
 )
 
@@ -214,9 +215,7 @@ func (f *fleet) watch(service string) <-chan *nats.Msg {
 	}
 	f.t.Cleanup(nc.Close)
 	events := make(chan *nats.Msg, 256)
-	if _, err := nc.ChanSubscribe(bus.Subjects{}.Service(service), events); err != nil {
-		f.t.Fatal(err)
-	}
+	bustest.Subscribe(f.t, nc, bus.Subjects{}.Service(service), events)
 	if err := nc.Flush(); err != nil {
 		f.t.Fatal(err)
 	}

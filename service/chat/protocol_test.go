@@ -145,6 +145,10 @@ type fakeShard struct {
 func newFakeShard(t testing.TB, r *rig) *fakeShard {
 	fs := &fakeShard{nc: r.connect(), sends: make(map[string]chan []byte), users: make(map[string]string)}
 	sub, err := fs.nc.Subscribe(bus.Subjects{}.Shard("f1"), func(m *nats.Msg) {
+		if err := bus.Expand(m); err != nil {
+			t.Errorf("shard command: %v", err)
+			return
+		}
 		switch m.Header.Get(bus.HeaderCmd) {
 		case bus.CmdJoin:
 			_ = m.RespondMsg(&nats.Msg{Header: nats.Header{}})

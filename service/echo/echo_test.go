@@ -22,11 +22,7 @@ func TestEcho(t *testing.T) {
 	shard := bustest.Connect(t, srv.ClientURL())
 
 	cmds := make(chan *nats.Msg, 16)
-	sub, err := shard.ChanSubscribe(bus.Subjects{}.Shard("s7"), cmds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	bustest.Subscribe(t, shard, bus.Subjects{}.Shard("s7"), cmds)
 	if err := shard.Flush(); err != nil {
 		t.Fatal(err)
 	}

@@ -32,11 +32,7 @@ func newRig(t testing.TB) *rig {
 	srv := bustest.RunServer(t)
 	svcConn := bustest.Connect(t, srv.ClientURL())
 	r := &rig{t: t, shard: bustest.Connect(t, srv.ClientURL()), cmds: make(chan *nats.Msg, 256)}
-	sub, err := r.shard.ChanSubscribe(bus.Subjects{}.Shard("s1"), r.cmds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	bustest.Subscribe(t, r.shard, bus.Subjects{}.Shard("s1"), r.cmds)
 	if err := r.shard.Flush(); err != nil {
 		t.Fatal(err)
 	}
