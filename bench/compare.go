@@ -161,6 +161,12 @@ func figures(name string) []figure {
 		{key: "latency_p99_us", label: latName + " p99", format: fmtLat, value: lat(func(l *Latency) int64 { return l.P99Us })},
 		{key: "latency_p999_us", label: latName + " p99.9", format: fmtLat, value: lat(func(l *Latency) int64 { return l.P999Us })},
 		{key: "latency_max_us", label: latName + " max", format: fmtLat, value: lat(func(l *Latency) int64 { return l.MaxUs })},
+		{key: "server_cpu_per_msg_us", label: "server CPU/msg", format: fmtLat, value: func(r *Report) (float64, bool) {
+			if r.Server == nil || r.Server.CPUPerMessageUs == 0 {
+				return 0, false
+			}
+			return r.Server.CPUPerMessageUs, true
+		}},
 		{key: "gc_pause_max_us", label: "worker GC pause max", format: fmtLat, value: worker(func(w WorkerRuntime) float64 { return float64(w.PauseMaxUs) })},
 		{key: "gc_cpu_max", label: "worker GC CPU", format: fmtPercent, value: worker(func(w WorkerRuntime) float64 { return w.GCCPU })},
 		{key: "received", label: "received/expected", noRatio: true, format: fmtInt, value: msgs(func(r *Report) float64 { return float64(r.Messages.Received) })},

@@ -73,7 +73,8 @@ type MessageStats struct {
 	MembersWithLoss int64 `json:"members_with_loss"`
 }
 
-// ServerMemory is the server's resident memory around a run.
+// ServerMemory is the server's resident memory around a run, and the CPU
+// time it spent under the load.
 type ServerMemory struct {
 	PIDs      []int    `json:"pids"`
 	Roles     []string `json:"roles,omitempty"`
@@ -87,6 +88,41 @@ type ServerMemory struct {
 	ProcAfterKiB  []int64 `json:"proc_after_kib,omitempty"`
 	// Workers are shoal's worker processes, with --admin.
 	Workers []WorkerRuntime `json:"workers,omitempty"`
+	// CPUSeconds is the user and system time of the server's processes
+	// from the "measure" point (the load about to start) to the load's
+	// end, CPUWallSec long; ProcCPUSeconds each one's, in PIDs' order.
+	CPUSeconds     float64   `json:"cpu_seconds,omitempty"`
+	ProcCPUSeconds []float64 `json:"proc_cpu_seconds,omitempty"`
+	CPUWallSec     float64   `json:"cpu_wall_seconds,omitempty"`
+	// CPUPerMessageUs is CPUSeconds over the messages received, in µs:
+	// what the whole server spent per delivery, bus and services included.
+	CPUPerMessageUs float64 `json:"cpu_per_message_us,omitempty"`
+}
+
+// RoleCPU returns the CPU seconds of the processes of each role, roles in
+// order of first appearance.
+func (s *ServerMemory) RoleCPU() (roles []string, sec []float64) {
+	if len(s.ProcCPUSeconds) != len(s.PIDs) || len(s.Roles) != len(s.PIDs) {
+		return nil, nil
+	}
+	return byRole(s.Roles, s.ProcCPUSeconds)
+}
+
+// byRole sums each process's figure by its role, roles in order of first
+// appearance.
+func byRole[T int64 | float64](procRoles []string, v []T) (roles []string, sums []T) {
+	at := map[string]int{}
+	for i, role := range procRoles {
+		j, ok := at[role]
+		if !ok {
+			j = len(roles)
+			at[role] = j
+			roles = append(roles, role)
+			sums = append(sums, 0)
+		}
+		sums[j] += v[i]
+	}
+	return roles, sums
 }
 
 // RoleGrowth returns the growth in KiB of the processes of each role,
@@ -95,18 +131,11 @@ func (s *ServerMemory) RoleGrowth() (roles []string, kib []int64) {
 	if len(s.ProcAfterKiB) != len(s.PIDs) || len(s.ProcBeforeKiB) != len(s.PIDs) || len(s.Roles) != len(s.PIDs) {
 		return nil, nil
 	}
-	at := map[string]int{}
-	for i, role := range s.Roles {
-		j, ok := at[role]
-		if !ok {
-			j = len(roles)
-			at[role] = j
-			roles = append(roles, role)
-			kib = append(kib, 0)
-		}
-		kib[j] += s.ProcAfterKiB[i] - s.ProcBeforeKiB[i]
+	growth := make([]int64, len(s.PIDs))
+	for i := range growth {
+		growth[i] = s.ProcAfterKiB[i] - s.ProcBeforeKiB[i]
 	}
-	return roles, kib
+	return byRole(s.Roles, growth)
 }
 
 // SelfCheck is the tool's judgement of itself.
@@ -277,6 +306,20 @@ func (r *Report) WriteTable(w io.Writer) error {
 			row(fmt.Sprintf("  worker %d", w.Slot), "pid %d: %d open files, heap %d KiB, %d GCs, pauses max %s total %s, GC CPU %.2f%%",
 				w.PID, w.FDs, w.HeapSysKiB, w.NumGC, fmtUs(w.PauseMaxUs), fmtUs(w.PauseTotalUs), 100*w.GCCPU)
 		}
+	}
+	if s := r.Server; s != nil && s.CPUWallSec > 0 {
+		line := fmt.Sprintf("%.1f s over %.1f s (%.0f%% of one CPU)", s.CPUSeconds, s.CPUWallSec, 100*s.CPUSeconds/s.CPUWallSec)
+		if s.CPUPerMessageUs > 0 {
+			line += fmt.Sprintf(", %.1f µs per message received", s.CPUPerMessageUs)
+		}
+		if roles, sec := s.RoleCPU(); len(roles) > 1 {
+			var parts []string
+			for i, role := range roles {
+				parts = append(parts, fmt.Sprintf("%s %.1f s", role, sec[i]))
+			}
+			line += "; " + strings.Join(parts, ", ")
+		}
+		row("server CPU", "%s", line)
 	}
 	row("bench CPU", "%.0f%% of %d CPU(s) (peak second %.0f%%)", 100*r.Self.CPU, r.Self.CPUs, 100*r.Self.PeakCPU)
 	for _, e := range r.Errors {

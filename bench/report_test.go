@@ -128,3 +128,19 @@ func TestRoleGrowth(t *testing.T) {
 		t.Fatalf("mismatched lengths gave %v", roles)
 	}
 }
+
+func TestRoleCPU(t *testing.T) {
+	s := &ServerMemory{
+		PIDs:           []int{1, 2, 3, 4},
+		Roles:          []string{"supervisor", "worker", "worker", "service"},
+		ProcCPUSeconds: []float64{0.5, 1, 2, 0.25},
+	}
+	roles, sec := s.RoleCPU()
+	if !slices.Equal(roles, []string{"supervisor", "worker", "service"}) || !slices.Equal(sec, []float64{0.5, 3, 0.25}) {
+		t.Fatalf("RoleCPU = %v %v", roles, sec)
+	}
+	s.ProcCPUSeconds = nil
+	if roles, _ := s.RoleCPU(); roles != nil {
+		t.Fatalf("no CPU figures gave %v", roles)
+	}
+}

@@ -185,11 +185,13 @@ func (r *runner) serverProcs(ctx context.Context) ([]int, []string, []WorkerRunt
 // at the "measure" barrier; with --admin, its workers' open files at the
 // barrier and their Go runtime at the end.
 type memory struct {
-	mu      sync.Mutex
-	mem     *ServerMemory
-	admin   string
-	workers []WorkerRuntime
-	err     error
+	mu       sync.Mutex
+	mem      *ServerMemory
+	admin    string
+	workers  []WorkerRuntime
+	err      error
+	cpuStart []time.Duration // at measure
+	cpuWall  time.Time
 }
 
 func (r *runner) newMemory(ctx context.Context) *memory {
@@ -219,6 +221,11 @@ func (m *memory) measure() {
 		return
 	}
 	m.mem.AfterKiB, m.mem.ProcAfterKiB = sum(after), after
+	if m.cpuStart, err = procCPU(m.mem.PIDs); err != nil {
+		m.err = err
+		return
+	}
+	m.cpuWall = time.Now()
 	for i := range m.workers {
 		w := &m.workers[i]
 		if n, err := countFDs(w.PID); err != nil {
@@ -229,10 +236,23 @@ func (m *memory) measure() {
 	}
 }
 
-// readRuntime fetches the workers' Go runtime figures, once the load is over.
+// readRuntime fetches the workers' Go runtime figures and the server's CPU
+// time, once the load is over.
 func (m *memory) readRuntime(ctx context.Context) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.mem != nil && m.cpuStart != nil {
+		if end, err := procCPU(m.mem.PIDs); err != nil {
+			m.err = errors.Join(m.err, err)
+		} else {
+			m.mem.CPUWallSec = time.Since(m.cpuWall).Seconds()
+			m.mem.ProcCPUSeconds = make([]float64, len(end))
+			for i := range end {
+				m.mem.ProcCPUSeconds[i] = (end[i] - m.cpuStart[i]).Seconds()
+				m.mem.CPUSeconds += m.mem.ProcCPUSeconds[i]
+			}
+		}
+	}
 	for i := range m.workers {
 		if err := workerMemStats(ctx, m.admin, &m.workers[i]); err != nil && m.workers[i].Error == "" {
 			m.workers[i].Error = err.Error()
@@ -261,6 +281,9 @@ func (m *memory) fill(rep *Report) {
 	m.mem.Workers = m.workers
 	if m.mem.AfterKiB > 0 && rep.Conns.Established > 0 {
 		m.mem.PerConnBytes = perConnBytes(m.mem.AfterKiB-m.mem.BeforeKiB, rep.Conns.Established)
+	}
+	if m.mem.CPUSeconds > 0 && rep.Messages.Received > 0 {
+		m.mem.CPUPerMessageUs = m.mem.CPUSeconds * 1e6 / float64(rep.Messages.Received)
 	}
 }
 

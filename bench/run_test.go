@@ -128,7 +128,7 @@ func TestConnectFailuresByCause(t *testing.T) {
 func TestEchoAgainstShoal(t *testing.T) {
 	addr := startShoal(t)
 	rep, out := runBench(t, "echo", "--url", "ws://"+addr+"/ws/echo", "--conns", "50", "--rate", "500",
-		"--msg-rate", "400", "--duration", "500ms", "--size", "100")
+		"--msg-rate", "400", "--duration", "500ms", "--size", "100", "--server-pid", fmt.Sprint(os.Getpid()))
 	if rep.Conns.Established != 50 {
 		t.Fatalf("conns %+v", rep.Conns)
 	}
@@ -138,6 +138,13 @@ func TestEchoAgainstShoal(t *testing.T) {
 	}
 	if l := rep.Latency["rtt"]; l == nil || l.Count != 200 {
 		t.Fatalf("rtt latencies %+v", l)
+	}
+	// The "server" is this process, bench included: it spent CPU time
+	// while the messages went out, and every message shares it.
+	s := rep.Server
+	if s == nil || s.CPUSeconds <= 0 || s.CPUWallSec < 0.5 || len(s.ProcCPUSeconds) != 1 ||
+		s.CPUPerMessageUs != s.CPUSeconds*1e6/200 || !strings.Contains(out, "µs per message received") {
+		t.Errorf("server CPU %+v\n%s", s, out)
 	}
 }
 

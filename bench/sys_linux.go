@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -60,23 +61,42 @@ const clockTicks = 100
 
 // cpuTime is the process's user plus system CPU time from /proc/self/stat.
 func cpuTime() time.Duration {
-	b, err := os.ReadFile("/proc/self/stat")
+	d, _ := statCPU("/proc/self/stat")
+	return d
+}
+
+// procCPU is the user plus system CPU time of each of pids.
+func procCPU(pids []int) ([]time.Duration, error) {
+	out := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		d, err := statCPU("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return nil, fmt.Errorf("bench: server pid %d: %w", pid, err)
+		}
+		out[i] = d
+	}
+	return out, nil
+}
+
+// statCPU reads utime plus stime from a /proc stat file.
+func statCPU(path string) (time.Duration, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0
+		return 0, err
 	}
 	// Fields after the command name, which may contain spaces, in parentheses.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0
+		return 0, errors.New("no command name in stat")
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
 	if len(f) < 13 {
-		return 0
+		return 0, errors.New("short stat")
 	}
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / clockTicks
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
 // cpuMeter turns CPU time into a share of the usable CPUs.
