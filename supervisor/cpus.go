@@ -41,6 +41,17 @@ func (c CPUs) Workers() int {
 	return max(n, 1)
 }
 
+// ProcsShare is the GOMAXPROCS of each process of a host running workers
+// worker processes: the CPUs the host offers (as Workers counts them)
+// divided among the workers, at least one. Go's default gives every
+// process all the CPUs; with a worker per CPU, a service and NATS beside
+// them, each process then keeps threads spinning for work and wakes
+// others across CPUs at every goroutine handoff, and on a 2-CPU host that
+// cost more than half the CPU an echo took (docs/tuning.md).
+func ProcsShare(c CPUs, workers int) int {
+	return max(1, c.Workers()/max(workers, 1))
+}
+
 // String describes the capacity for the log.
 func (c CPUs) String() string {
 	if c.Quota <= 0 {

@@ -115,6 +115,9 @@ func (sl *slot) launch() (*proc, error) {
 		args = append(args, "--debug-socket", p.debug)
 	}
 	cmd := exec.Command(s.cfg.Exe, args...)
+	if s.cfg.Procs > 0 {
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(s.cfg.Procs))
+	}
 	cmd.Stdout = s.cfg.Output
 	cmd.Stderr = s.cfg.Output
 	if sl.role == roleWorker {

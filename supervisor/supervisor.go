@@ -46,6 +46,11 @@ type Config struct {
 	// available to the process, cgroup limits respected; see
 	// CPUs.Workers).
 	Workers int
+	// Procs is the GOMAXPROCS each worker and service process gets: 0
+	// picks the CPUs available divided among the workers, at least one
+	// (see ProcsShare), unless GOMAXPROCS is set in the environment, which
+	// the children then inherit; -1 leaves them Go's default.
+	Procs int
 	// DataDir holds the embedded NATS server's JetStream data.
 	DataDir string
 	// NATS is the URL of an external NATS server or cluster; empty starts
@@ -118,6 +123,11 @@ type Supervisor struct {
 	wg      sync.WaitGroup
 }
 
+// GOMAXPROCS is the GOMAXPROCS the children get, 0 or less when they keep
+// Go's default. The process running the supervisor, which holds the
+// embedded NATS server, does best with the same share.
+func (s *Supervisor) GOMAXPROCS() int { return s.cfg.Procs }
+
 // New checks cfg; Run starts everything.
 func New(cfg Config) (*Supervisor, error) {
 	if cfg.Addr == "" {
@@ -137,6 +147,9 @@ func New(cfg Config) (*Supervisor, error) {
 		cpus := AvailableCPUs()
 		cfg.Workers = cpus.Workers()
 		cfg.Logger.Info("workers: one per CPU", "workers", cfg.Workers, "cpus", cpus.String())
+	}
+	if cfg.Procs == 0 && os.Getenv("GOMAXPROCS") == "" {
+		cfg.Procs = ProcsShare(AvailableCPUs(), cfg.Workers)
 	}
 	if cfg.NATSListen == "" {
 		cfg.NATSListen = DefaultNATSListen

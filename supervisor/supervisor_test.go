@@ -136,3 +136,22 @@ func TestInvokedPathKeepsSymlinks(t *testing.T) {
 		}
 	}
 }
+
+func TestProcsShare(t *testing.T) {
+	for _, tc := range []struct {
+		cpus    CPUs
+		workers int
+		want    int
+	}{
+		{CPUs{Affinity: 2}, 2, 1},
+		{CPUs{Affinity: 8}, 2, 4},
+		{CPUs{Affinity: 8}, 3, 2},
+		{CPUs{Affinity: 2}, 4, 1},
+		{CPUs{Affinity: 8, Quota: 2.5}, 1, 3},
+		{CPUs{Affinity: 1}, 0, 1},
+	} {
+		if got := ProcsShare(tc.cpus, tc.workers); got != tc.want {
+			t.Errorf("ProcsShare(%+v, %d) = %d, want %d", tc.cpus, tc.workers, got, tc.want)
+		}
+	}
+}

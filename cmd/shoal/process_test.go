@@ -373,8 +373,8 @@ func TestServingMeansServicesListen(t *testing.T) {
 	defer nc.Close()
 	for _, name := range []string{"echo", "fanout"} {
 		// A request with no subscriber fails at once with no responders; a
-		// subscribed service ignores this header-less probe, so the request
-		// times out instead.
+		// subscribed service skips this empty probe as a malformed event,
+		// so the request times out instead.
 		_, err := nc.Request(bus.Subjects{}.Service(name), nil, 200*time.Millisecond)
 		if errors.Is(err, nats.ErrNoResponders) {
 			t.Errorf("service %s not subscribed when serve announced itself", name)
@@ -382,10 +382,43 @@ func TestServingMeansServicesListen(t *testing.T) {
 			t.Errorf("probe of %s: %v, want a timeout", name, err)
 		}
 	}
+	// Every child runs with its share of the CPUs, or with the GOMAXPROCS
+	// the environment set, which it inherits.
+	want := os.Getenv("GOMAXPROCS")
+	if want == "" {
+		want = strconv.Itoa(supervisor.ProcsShare(supervisor.AvailableCPUs(), 1))
+	}
+	children := 0
+	for _, p := range f.procs() {
+		if p.Role == "supervisor" {
+			continue
+		}
+		children++
+		env, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/environ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := envValue(env, "GOMAXPROCS"); got != want {
+			t.Errorf("%s pid %d: GOMAXPROCS %q, want %q", p.Role, p.PID, got, want)
+		}
+	}
+	if children != 3 {
+		t.Errorf("%d children, want a worker and two services", children)
+	}
 	f.cmd.Process.Signal(syscall.SIGTERM)
 	if err := <-f.exit; err != nil {
 		t.Fatalf("exit: %v", err)
 	}
+}
+
+// envValue returns the value of key in a /proc/<pid>/environ image.
+func envValue(environ []byte, key string) string {
+	for _, kv := range strings.Split(string(environ), "\x00") {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // TestServeFleet runs the real process tree: a supervisor, two workers

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -137,6 +138,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	sup, err := supervisor.New(cfg)
 	if err != nil {
 		return err
+	}
+	if n := sup.GOMAXPROCS(); n > 0 {
+		runtime.GOMAXPROCS(n)
+		log.Info("GOMAXPROCS of every process: the CPUs shared among the workers (set GOMAXPROCS to choose)", "procs", n, "workers", sup.Workers())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
