@@ -49,6 +49,10 @@ func TestFileListenerKeepsTheQueue(t *testing.T) {
 	for {
 		cfd, _, err := next.Accept()
 		if err == nil {
+			// Accepted connections send each frame at once (see noDelay).
+			if on, err := unix.GetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || on != 1 {
+				t.Errorf("accepted connection: TCP_NODELAY %d (%v), want 1", on, err)
+			}
 			unix.Close(cfd)
 			break
 		}
