@@ -16,13 +16,19 @@ const MissedBeats = 3
 // Life is the JSON record a shard publishes on Subjects.Life: "up" at start,
 // "heartbeat" every interval, "down" when it drains.
 type Life struct {
-	Shard      string     `json:"shard"`
-	PID        int        `json:"pid"`
-	State      string     `json:"state"`
-	Time       time.Time  `json:"time"`
-	IntervalMS int64      `json:"interval_ms"`
-	Addr       string     `json:"addr,omitempty"`
-	Stats      ShardStats `json:"stats"`
+	Shard      string    `json:"shard"`
+	PID        int       `json:"pid"`
+	State      string    `json:"state"`
+	Time       time.Time `json:"time"`
+	IntervalMS int64     `json:"interval_ms"`
+	Addr       string    `json:"addr,omitempty"`
+	// Compact says the shard takes send commands in the compact form
+	// (compact.go). A shard publishes compact message events for a service
+	// only once that service sent it a compact send, so each side uses the
+	// form only with a peer known to read it, and releases before the form
+	// share a fleet with later ones.
+	Compact bool       `json:"compact,omitempty"`
+	Stats   ShardStats `json:"stats"`
 }
 
 // ShardStats are a shard's counters since it started. Counters only grow;

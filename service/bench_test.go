@@ -8,9 +8,22 @@ import (
 	"github.com/shoal-gw/shoal/service"
 )
 
-// BenchmarkConnSend measures building and publishing one send command; the
-// shard subject has no subscriber, so the server discards it.
+// BenchmarkConnSend measures building and publishing one send command, in
+// the compact form: the connection comes from a compact event of its
+// shard. The shard subject has no subscriber, so the server discards it.
 func BenchmarkConnSend(b *testing.B) {
+	snc, tnc := testBus(b)
+	got := make(chan *service.Conn, 1)
+	runService(b, snc, service.Config{Name: "bench"}, service.Funcs{
+		OnMessage: func(c *service.Conn, _ service.Opcode, _ []byte) { got <- c },
+	})
+	compact(b, tnc, "bench", bus.AppendCompactMessage(nil, "s1.123456", "", false, nil))
+	benchSend(b, recv(b, got, "the compact event"))
+}
+
+// BenchmarkConnSendHeaders is BenchmarkConnSend to a shard the service has
+// had no compact event from, which gets the header form.
+func BenchmarkConnSendHeaders(b *testing.B) {
 	nc, _ := testBus(b)
 	s, err := service.New(nc, service.Config{Name: "bench"}, service.Funcs{})
 	if err != nil {
@@ -20,6 +33,10 @@ func BenchmarkConnSend(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchSend(b, c)
+}
+
+func benchSend(b *testing.B, c *service.Conn) {
 	data := make([]byte, 64)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(data)))

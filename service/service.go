@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -176,6 +177,11 @@ type Service struct {
 	sub    atomic.Pointer[nats.Subscription]
 
 	shardSubjects sync.Map // shard id -> its command subject
+	// compactShards holds the shards that take compact sends: their life
+	// records say so, or they published a compact event. A shard of a
+	// release before the compact form gets sends in the header form, so a
+	// fleet upgraded one process at a time loses nothing.
+	compactShards sync.Map // shard id -> struct{}
 
 	events    atomic.Uint64
 	malformed atomic.Uint64
@@ -334,6 +340,15 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.sub.Store(sub)
 
+	// Life records say which shards take compact sends (bus.Life.Compact).
+	capSub, err := s.nc.Subscribe(s.subjects.LifeAll(), s.learnShard)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		stopWorkers()
+		return fmt.Errorf("service: subscribe %s: %w", s.subjects.LifeAll(), err)
+	}
+	defer func() { _ = capSub.Unsubscribe() }()
+
 	var watch *watcher
 	if sw, ok := s.h.(ShardWatcher); ok {
 		watch, err = startWatcher(s.nc, s.subjects.LifeAll(), sw, s.log)
@@ -476,6 +491,7 @@ func (s *Service) handleCompact(m *nats.Msg) {
 		s.badEvent(m, "bad connection id")
 		return
 	}
+	s.markCompact(shard)
 	op := Text
 	if cm.Binary {
 		op = Binary
@@ -546,6 +562,24 @@ func (s *Service) Conn(id string) (*Conn, error) {
 	return &Conn{id: id, shard: shard, svc: s}, nil
 }
 
+// learnShard reads a life record for the shard's capabilities.
+func (s *Service) learnShard(m *nats.Msg) {
+	var rec struct {
+		Shard   string `json:"shard"`
+		Compact bool   `json:"compact"`
+	}
+	if json.Unmarshal(m.Data, &rec) == nil && rec.Compact && bus.ValidShardID(rec.Shard) == nil {
+		s.markCompact(rec.Shard)
+	}
+}
+
+// markCompact notes that shard takes compact sends.
+func (s *Service) markCompact(shard string) {
+	if _, ok := s.compactShards.Load(shard); !ok {
+		s.compactShards.Store(shard, struct{}{})
+	}
+}
+
 // shardSubject is Subjects.Shard, remembered: a service sends to few
 // shards, and building the subject per Send was an allocation per message.
 func (s *Service) shardSubject(shard string) string {
@@ -557,9 +591,21 @@ func (s *Service) shardSubject(shard string) string {
 	return subj
 }
 
-// send publishes a compact send command built in a pooled buffer, which
-// nats.go copies before Publish returns.
+// send publishes a send command: compact, built in a pooled buffer that
+// nats.go copies before Publish returns, to a shard known to take it; in
+// the header form to any other.
 func (s *Service) send(c *Conn, binary bool, data []byte) error {
+	if _, ok := s.compactShards.Load(c.shard); !ok {
+		op := bus.OpcodeText
+		if binary {
+			op = bus.OpcodeBinary
+		}
+		return s.publish(s.shardSubject(c.shard), nats.Header{
+			bus.HeaderCmd:    {bus.CmdSend},
+			bus.HeaderConn:   {c.id},
+			bus.HeaderOpcode: {op},
+		}, data)
+	}
 	bp := sendBufs.Get().(*[]byte)
 	b := bus.AppendCompactSend((*bp)[:0], c.id, binary, data)
 	subject := s.shardSubject(c.shard)

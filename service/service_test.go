@@ -758,3 +758,37 @@ func TestDroppedEvents(t *testing.T) {
 		t.Fatalf("stats %+v: a dropped event without a DropHandler is neither delivered nor malformed", st)
 	}
 }
+
+// A send goes in the compact form only to a shard that published a
+// compact event: a shard of a release before the form gets the header
+// form, so a fleet upgraded services first loses no message.
+func TestSendFormFollowsTheShard(t *testing.T) {
+	snc, tnc := testBus(t)
+	raw := subscribe(t, tnc, bus.Subjects{}.Shard("s1"))
+	runService(t, snc, service.Config{Name: "form", Workers: 1}, service.Funcs{
+		OnMessage: func(c *service.Conn, op service.Opcode, data []byte) { _ = c.Send(op, data) },
+	})
+	event(t, tnc, "form", bus.EventMessage, "s1.1", []byte("old"), bus.HeaderOpcode, bus.OpcodeBinary)
+	m := recv(t, raw, "send to a header-form shard")
+	wantHeaders(t, m, bus.HeaderCmd, bus.CmdSend, bus.HeaderConn, "s1.1", bus.HeaderOpcode, bus.OpcodeBinary)
+	if string(m.Data) != "old" {
+		t.Errorf("header-form send carried %q", m.Data)
+	}
+	compact(t, tnc, "form", bus.AppendCompactMessage(nil, "s1.2", "", true, []byte("new")))
+	m = recv(t, raw, "send to a compact shard")
+	c, err := bus.ParseCompact(m.Data)
+	if m.Header != nil || err != nil || c.Kind != bus.CompactSend || string(c.Conn) != "s1.2" || !c.Binary || string(c.Data) != "new" {
+		t.Errorf("send after a compact event: header %v, %+v, %v", m.Header, c, err)
+	}
+	// A life record saying so is enough, before any compact event.
+	raw2 := subscribe(t, tnc, bus.Subjects{}.Shard("s2"))
+	rec, _ := json.Marshal(bus.Life{Shard: "s2", State: bus.LifeUp, Compact: true})
+	if err := tnc.Publish(bus.Subjects{}.Life("s2"), rec); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the life record learned", func() bool {
+		event(t, tnc, "form", bus.EventMessage, "s2.1", []byte("probe"))
+		m := recv(t, raw2, "send to s2")
+		return m.Header == nil
+	})
+}

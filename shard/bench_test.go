@@ -144,6 +144,9 @@ func BenchmarkReadPath_RateLimited(b *testing.B) {
 func benchReadPath(b *testing.B, mod func(*Config)) {
 	b.ReportAllocs()
 	h := startShard(b, mod)
+	// As if the echo service had sent a compact send: events go compact,
+	// the form a current service gets.
+	h.s.routes["echo"].compact.Store(true)
 	tc, _ := h.connect("/ws/echo")
 	h.drainEvents(b, nil)
 	events := h.countMessages(b)

@@ -177,6 +177,9 @@ func (s *Shard) compactSend(m *nats.Msg) {
 		s.reply(m, errNoConn)
 		return
 	}
+	if !c.route.compact.Load() {
+		c.route.compact.Store(true)
+	}
 	f := frames{data: cm.Data, op: ws.OpText}
 	if cm.Binary {
 		f.op = ws.OpBinary
@@ -265,10 +268,11 @@ func (s *Shard) publishOpen(c *conn, uri string) error {
 	return s.publish(m)
 }
 
-// publishMessage publishes a message event in the compact form, built in
-// a pooled buffer: nats.go copies it before Publish returns.
+// publishMessage publishes a message event, in the compact form (built in
+// a pooled buffer: nats.go copies it before Publish returns) once the
+// connection's service showed it reads that form, else with headers.
 func (s *Shard) publishMessage(c *conn, user string, op ws.OpCode, p []byte) error {
-	if len(user) <= bus.MaxCompactUser {
+	if c.route.compact.Load() && len(user) <= bus.MaxCompactUser {
 		bp := s.compactBufs.Get().(*[]byte)
 		b := bus.AppendCompactMessage((*bp)[:0], c.cid, user, op == ws.OpBinary, p)
 		err := s.nc.Publish(c.route.subject, b)
@@ -318,6 +322,7 @@ func (s *Shard) publishLife(state string) {
 		Time:       time.Now(),
 		IntervalMS: s.cfg.HeartbeatInterval.Milliseconds(),
 		Addr:       s.Addr().String(),
+		Compact:    true,
 		Stats:      s.Stats(),
 	}
 	data, err := json.Marshal(rec)

@@ -161,6 +161,9 @@ type route struct {
 	subject  string
 	slow     SlowPolicy
 	compress bool // its clients may negotiate permessage-deflate
+	// compact is set once a compact send reached one of the service's
+	// connections: the service reads compact events (see bus.Life.Compact).
+	compact atomic.Bool
 }
 
 // Shard is one worker: it owns a listener, a poller, a pool, a wheel, and
