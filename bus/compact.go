@@ -3,6 +3,7 @@ package bus
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 )
@@ -82,6 +83,37 @@ func appendCompactHead(dst []byte, kind byte, conn string, binary bool) []byte {
 	return append(dst, conn...)
 }
 
+// PublishCompactMessage publishes the compact message event of data from
+// conn on subject, built in a pooled buffer (nats.go copies it before
+// Publish returns), so an event allocates nothing.
+func PublishCompactMessage(nc *nats.Conn, subject, conn, user string, binary bool, data []byte) error {
+	bp := compactBufs.Get().(*[]byte)
+	*bp = AppendCompactMessage((*bp)[:0], conn, user, binary, data)
+	return publishPooled(nc, subject, bp)
+}
+
+// PublishCompactSend publishes the compact send command of data to conn
+// on subject, as PublishCompactMessage does.
+func PublishCompactSend(nc *nats.Conn, subject, conn string, binary bool, data []byte) error {
+	bp := compactBufs.Get().(*[]byte)
+	*bp = AppendCompactSend((*bp)[:0], conn, binary, data)
+	return publishPooled(nc, subject, bp)
+}
+
+// compactBufs holds *[]byte for the publish functions; a buffer grown past
+// compactBufMax by a large message is not kept.
+var compactBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+const compactBufMax = 64 << 10
+
+func publishPooled(nc *nats.Conn, subject string, bp *[]byte) error {
+	err := nc.Publish(subject, *bp)
+	if cap(*bp) <= compactBufMax {
+		compactBufs.Put(bp)
+	}
+	return err
+}
+
 // ParseCompact parses a compact message. The connection id is checked for
 // length only; ConnIn and ParseConnID check its form.
 func ParseCompact(b []byte) (Compact, error) {
@@ -120,13 +152,14 @@ func ParseCompact(b []byte) (Compact, error) {
 
 // ConnIn returns the connection number of id if id is a connection id of
 // shard, without allocating: what ParseConnID accepts, for one shard.
-func ConnIn(id []byte, shard string) (uint64, bool) {
+func ConnIn[T string | []byte](id T, shard string) (uint64, bool) {
 	if len(id) < len(shard)+2 || string(id[:len(shard)]) != shard || id[len(shard)] != '.' {
 		return 0, false
 	}
 	digits := id[len(shard)+1:]
 	var n uint64
-	for _, d := range digits {
+	for i := 0; i < len(digits); i++ {
+		d := digits[i]
 		if d < '0' || d > '9' {
 			return 0, false
 		}

@@ -52,10 +52,11 @@ func (c *Conn) Path() string { return c.path }
 
 // Send sends one message to the connection. It does not wait for the shard.
 func (c *Conn) Send(op Opcode, data []byte) error {
-	if _, err := opcodeValue(op); err != nil {
+	opv, err := opcodeValue(op)
+	if err != nil {
 		return err
 	}
-	return c.svc.send(c, op == Binary, data)
+	return c.svc.send(c, opv, data)
 }
 
 // Join adds the connection to room and returns once the shard confirmed

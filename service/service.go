@@ -591,40 +591,22 @@ func (s *Service) shardSubject(shard string) string {
 	return subj
 }
 
-// send publishes a send command: compact, built in a pooled buffer that
-// nats.go copies before Publish returns, to a shard known to take it; in
-// the header form to any other.
-func (s *Service) send(c *Conn, binary bool, data []byte) error {
+// send publishes a send command of opcode value opv: compact to a shard
+// known to take it, in the header form to any other.
+func (s *Service) send(c *Conn, opv string, data []byte) error {
+	subject := s.shardSubject(c.shard)
 	if _, ok := s.compactShards.Load(c.shard); !ok {
-		op := bus.OpcodeText
-		if binary {
-			op = bus.OpcodeBinary
-		}
-		return s.publish(s.shardSubject(c.shard), nats.Header{
+		return s.publish(subject, nats.Header{
 			bus.HeaderCmd:    {bus.CmdSend},
 			bus.HeaderConn:   {c.id},
-			bus.HeaderOpcode: {op},
+			bus.HeaderOpcode: {opv},
 		}, data)
 	}
-	bp := sendBufs.Get().(*[]byte)
-	b := bus.AppendCompactSend((*bp)[:0], c.id, binary, data)
-	subject := s.shardSubject(c.shard)
-	err := s.nc.Publish(subject, b)
-	if cap(b) <= sendBufMax {
-		*bp = b
-		sendBufs.Put(bp)
-	}
-	if err != nil {
+	if err := bus.PublishCompactSend(s.nc, subject, c.id, opv == bus.OpcodeBinary, data); err != nil {
 		return fmt.Errorf("service: publish %s: %w", subject, err)
 	}
 	return nil
 }
-
-// sendBufs holds *[]byte for send; buffers grown past sendBufMax by a
-// large message are not kept.
-var sendBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-const sendBufMax = 64 << 10
 
 func (s *Service) publish(subject string, h nats.Header, data []byte) error {
 	if err := s.nc.PublishMsg(&nats.Msg{Subject: subject, Header: h, Data: data}); err != nil {

@@ -105,7 +105,7 @@ func (s *Shard) command(m *nats.Msg) {
 		s.compactSend(m)
 		return
 	}
-	c := s.lookup(header(m, bus.HeaderConn))
+	c := s.lookup(bus.ConnIn(header(m, bus.HeaderConn), s.cfg.ID))
 	if c == nil {
 		s.stats.unknownConn.Add(1)
 		s.reply(m, errNoConn)
@@ -156,9 +156,6 @@ func (s *Shard) command(m *nats.Msg) {
 	}
 }
 
-// compactBufMax is the largest event buffer kept for reuse.
-const compactBufMax = 64 << 10
-
 // compactSend applies a send command in the compact form (see bus.Compact).
 func (s *Shard) compactSend(m *nats.Msg) {
 	cm, err := bus.ParseCompact(m.Data)
@@ -166,12 +163,7 @@ func (s *Shard) compactSend(m *nats.Msg) {
 		s.reply(m, errBadCommand)
 		return
 	}
-	var c *conn
-	if id, ok := bus.ConnIn(cm.Conn, s.cfg.ID); ok {
-		s.connsMu.RLock()
-		c = s.conns[id]
-		s.connsMu.RUnlock()
-	}
+	c := s.lookup(bus.ConnIn(cm.Conn, s.cfg.ID))
 	if c == nil {
 		s.stats.unknownConn.Add(1)
 		s.reply(m, errNoConn)
@@ -189,10 +181,10 @@ func (s *Shard) compactSend(m *nats.Msg) {
 	s.reply(m, nil)
 }
 
-// lookup finds a connection of this shard by its bus id.
-func (s *Shard) lookup(cid string) *conn {
-	shard, id, err := bus.ParseConnID(cid)
-	if err != nil || shard != s.cfg.ID {
+// lookup finds a connection of this shard by the number bus.ConnIn found
+// in its bus id; ok false (no id of this shard) finds none.
+func (s *Shard) lookup(id uint64, ok bool) *conn {
+	if !ok {
 		return nil
 	}
 	s.connsMu.RLock()
@@ -268,19 +260,11 @@ func (s *Shard) publishOpen(c *conn, uri string) error {
 	return s.publish(m)
 }
 
-// publishMessage publishes a message event, in the compact form (built in
-// a pooled buffer: nats.go copies it before Publish returns) once the
+// publishMessage publishes a message event, in the compact form once the
 // connection's service showed it reads that form, else with headers.
 func (s *Shard) publishMessage(c *conn, user string, op ws.OpCode, p []byte) error {
 	if c.route.compact.Load() && len(user) <= bus.MaxCompactUser {
-		bp := s.compactBufs.Get().(*[]byte)
-		b := bus.AppendCompactMessage((*bp)[:0], c.cid, user, op == ws.OpBinary, p)
-		err := s.nc.Publish(c.route.subject, b)
-		if cap(b) <= compactBufMax {
-			*bp = b
-			s.compactBufs.Put(bp)
-		}
-		return err
+		return bus.PublishCompactMessage(s.nc, c.route.subject, c.cid, user, op == ws.OpBinary, p)
 	}
 	m := s.event(c.route.subject, eventMessage, c.cid, user)
 	if op == ws.OpBinary {

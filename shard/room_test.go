@@ -62,7 +62,7 @@ func TestRoomOf1000With10SlowMembers(t *testing.T) {
 			t.Fatalf("join %s: %s", id, e)
 		}
 		if i < slow {
-			must(t, unix.SetsockoptInt(int(h.s.lookup(id).fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 1))
+			must(t, unix.SetsockoptInt(int(h.s.lookup(bus.ConnIn(id, "t1")).fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 1))
 		}
 	}
 

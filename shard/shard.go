@@ -183,14 +183,11 @@ type Shard struct {
 	wireDeflate wire.Config
 	routes      map[string]*route
 
-	msgRate  netpoll.Rate // MaxMessageRate, one bucket per connection
-	readBufs sync.Pool    // *[]byte of ReadBufferSize
-	msgs     sync.Pool    // *nats.Msg with a header map, for events
-	// compactBufs holds *[]byte for compact message events; buffers
-	// grown past compactBufMax by a large message are not kept.
-	compactBufs sync.Pool
-	pingFrame   []byte
-	nextID      atomic.Uint64
+	msgRate   netpoll.Rate // MaxMessageRate, one bucket per connection
+	readBufs  sync.Pool    // *[]byte of ReadBufferSize
+	msgs      sync.Pool    // *nats.Msg with a header map, for events
+	pingFrame []byte
+	nextID    atomic.Uint64
 
 	connsMu sync.RWMutex
 	conns   map[uint64]*conn
@@ -292,7 +289,6 @@ func New(cfg Config) (*Shard, error) {
 		return &b
 	}
 	s.msgs.New = func() any { return &nats.Msg{Header: make(nats.Header, 6)} }
-	s.compactBufs.New = func() any { b := make([]byte, 0, 512); return &b }
 	s.nextID.Store(randomBase())
 
 	var err error
