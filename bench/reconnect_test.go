@@ -3,6 +3,9 @@ package bench
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,10 +46,10 @@ func TestConnectReconnectsToTheNextURL(t *testing.T) {
 		err error
 	}
 	done := make(chan result, 1)
-	var out bytes.Buffer
+	out := &lockedBuffer{}
 	go func() {
 		rep, err := Main(ctx, Config{Args: []string{"connect", "--url", urls, "--conns", "40", "--rate", "400",
-			"--hold", "2m", "--reconnect"}, Stdout: &out, Stderr: &out})
+			"--hold", "2m", "--reconnect"}, Stdout: out, Stderr: out})
 		done <- result{rep, err}
 	}()
 	waitFor(t, "both gateways holding half the clients", func() bool {
@@ -58,6 +61,13 @@ func TestConnectReconnectsToTheNextURL(t *testing.T) {
 		t.Fatalf("drain: %v", err)
 	}
 	waitFor(t, "every client on the second gateway", func() bool { return shards[1].Conns() == n })
+	// The gateway counts a connection at its upgrade, the bench at the 101
+	// it reads after: wait for a progress line from after this point that
+	// shows all of them open on the bench's side too.
+	seen := out.Len()
+	waitFor(t, "every client reconnected, as the bench sees it", func() bool {
+		return strings.Contains(out.String()[seen:], fmt.Sprintf(" conns %d/%d", n, n))
+	})
 	cancel()
 	res := <-done
 	if res.rep == nil {
@@ -79,4 +89,28 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer the bench writes while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
