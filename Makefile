@@ -14,8 +14,11 @@ fmt:
 vet:
 	$(GO) vet ./...
 
+# The shard again with one P, as each worker runs by default: it then reads
+# on the poller goroutine instead of the pool (shard.Shard.inlineReads).
 unit: peers debs
 	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -cpu 1 ./shard
 
 # Debian packages the tests use, as command:package: Chromium, for the chat
 # page's tests in a real headless browser; HAProxy and systemd-analyze, to

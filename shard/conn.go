@@ -164,6 +164,9 @@ func (c *conn) scheduleEndLocked() {
 
 // onEvent runs on the poller goroutine. A one-shot event disarms the whole
 // registration, so whatever interest did not fire is armed again here.
+// With one P the read runs right here (see Shard.inlineReads) unless the
+// dispatcher is behind; TLS reads stay on the pool, where their cost was
+// measured.
 func (c *conn) onEvent(ev netpoll.Event) {
 	if ev&netpoll.Closed != 0 {
 		return
@@ -190,8 +193,12 @@ func (c *conn) onEvent(ev netpoll.Event) {
 	if rest != 0 {
 		c.armLocked(rest)
 	}
+	inline := read && c.s.inlineReads && c.tls == nil && len(c.s.inbox) < inlineInbox
 	c.mu.Unlock()
-	if read {
+	switch {
+	case inline:
+		(*readTask)(c).Run()
+	case read:
 		c.s.schedule((*readTask)(c))
 	}
 	if write {

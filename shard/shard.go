@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,12 @@ const (
 	inboxHigh = inboxSize / 4
 	inboxLow  = inboxSize / 8
 )
+
+// inlineInbox is the dispatcher backlog past which the poller hands reads
+// to the pool again: a poller reading inline while events keep coming
+// would hold the only P, and the dispatcher and the NATS flusher would run
+// only when it is preempted.
+const inlineInbox = 32
 
 // Config configures a Shard. ID, NATS and Addr (or Listener) are required;
 // every other zero value means its default.
@@ -182,6 +189,11 @@ type Shard struct {
 	// permessage-deflate.
 	wireDeflate wire.Config
 	routes      map[string]*route
+	// inlineReads runs read tasks on the poller goroutine itself when the
+	// process has one P: handing them to the pool then buys no
+	// parallelism, only a goroutine switch, and the pool goroutine would
+	// wait for sysmon to take the P from the poller blocked in epoll_wait.
+	inlineReads bool
 
 	msgRate   netpoll.Rate // MaxMessageRate, one bucket per connection
 	readBufs  sync.Pool    // *[]byte of ReadBufferSize
@@ -244,6 +256,7 @@ func New(cfg Config) (*Shard, error) {
 		wireCfg:     wire.Config{Role: wire.Server, MaxMessage: cfg.MaxMessage},
 		wireDeflate: wire.Config{Role: wire.Server, MaxMessage: cfg.MaxMessage, Deflate: true},
 		routes:      make(map[string]*route),
+		inlineReads: runtime.GOMAXPROCS(0) == 1,
 		conns:       make(map[uint64]*conn),
 		rooms:       make(map[string]*room),
 		roomsBySub:  make(map[*nats.Subscription]*room),

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -825,5 +826,36 @@ func TestReadWaitsForDispatcher(t *testing.T) {
 	}
 	if d := h.s.Stats().BusDropped; d != 0 {
 		t.Fatalf("%d bus messages dropped", d)
+	}
+}
+
+// With one P the poller reads inline, with more it hands reads to the pool;
+// either way the echo path and a protocol close behave the same. (make test
+// also runs the whole package with -cpu 1.)
+func TestReadsInlineWithOneP(t *testing.T) {
+	for _, procs := range []int{1, 2} {
+		t.Run(fmt.Sprintf("GOMAXPROCS=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			h := startShard(t, nil)
+			if want := procs == 1; h.s.inlineReads != want {
+				t.Fatalf("inlineReads %v with GOMAXPROCS %d", h.s.inlineReads, procs)
+			}
+			h.echoService()
+			tc := dialWS(t, h.addr, "/ws/echo")
+			h.event(bus.EventOpen)
+			for i := range 50 {
+				msg := fmt.Appendf(nil, "m%d", i)
+				tc.send(ws.OpText, true, msg)
+				if _, p := tc.readMessage(); string(p) != string(msg) {
+					t.Fatalf("echo %d: %q", i, p)
+				}
+			}
+			// An unmasked client frame is a protocol error: the read path
+			// must close with 1002 from whichever goroutine it runs on.
+			tc.raw([]byte{0x81, 0x01, 'x'})
+			tc.expectClose(1002)
+			tc.c.Close()
+			waitFor(t, "empty table", func() bool { return h.s.Conns() == 0 })
+		})
 	}
 }
