@@ -191,8 +191,8 @@ type Shard struct {
 	routes      map[string]*route
 	// inlineReads runs read tasks on the poller goroutine itself when the
 	// process has one P: handing them to the pool then buys no
-	// parallelism, only a goroutine switch, and the pool goroutine would
-	// wait for sysmon to take the P from the poller blocked in epoll_wait.
+	// parallelism, only a goroutine switch and a wake-up (measured in
+	// BENCHMARKS.md, echo).
 	inlineReads bool
 
 	msgRate   netpoll.Rate // MaxMessageRate, one bucket per connection
