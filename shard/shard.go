@@ -60,7 +60,7 @@ const (
 	inboxLow  = inboxSize / 8
 )
 
-// inlineInbox is the dispatcher backlog past which the poller hands reads
+// inlineInbox is the dispatcher backlog from which the poller hands reads
 // to the pool again: a poller reading inline while events keep coming
 // would hold the only P, and the dispatcher and the NATS flusher would run
 // only when it is preempted.
